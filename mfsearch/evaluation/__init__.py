@@ -1,0 +1,1 @@
+"""Evaluation utilities: data loading and training pipelines for candidate architectures."""

@@ -1,0 +1,158 @@
+"""Loading the authors' released ImageNet checkpoints into mfsearch's model.
+
+The released implementation names its weights differently (``features.3.conv1.0.weight``,
+``features.3.hyper1.hyper.2.bias``, ``features.3.local_global.alpha.0.weight``, ...).
+:func:`released_key_map` gives the exact name-for-name correspondence for a config and
+:func:`load_released_checkpoint` reads a ``.pth`` / ``.pth.tar`` (plain state dict, or wrapped
+in ``state_dict`` / ``model``) safely (``weights_only=True``) and loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from os import PathLike
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import MobileFormerConfig
+
+_CONV_BN = {"0": "conv", "1": "bn"}
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message names the offending keys."""
+
+
+def _conv_bn(dst: dict, src: str, to: str) -> None:
+    dst[f"{src}.0.weight"] = f"{to}.conv.weight"
+    for k in _BN:
+        dst[f"{src}.1.{k}"] = f"{to}.bn.{k}"
+
+
+def _linear(dst: dict, src: str, to: str) -> None:
+    dst[f"{src}.weight"] = f"{to}.weight"
+    dst[f"{src}.bias"] = f"{to}.bias"
+
+
+def _m2f(dst: dict, src: str, to: str, cfg: MobileFormerConfig) -> None:
+    if cfg.gate:
+        _linear(dst, f"{src}.alpha.0", f"{to}.gate")
+    _linear(dst, f"{src}.q", f"{to}.q")
+    _linear(dst, f"{src}.proj", f"{to}.proj")
+    _linear(dst, f"{src}.layer_norm", f"{to}.norm")
+
+
+def released_key_map(cfg: MobileFormerConfig) -> dict[str, str]:
+    """Released state-dict name -> mfsearch state-dict name, for the paper's design space.
+
+    Defined for DY-ReLU, light projections and the parallel arrangement (what was released).
+    """
+    if cfg.activation != "dyrelu" or cfg.projections != "light" or cfg.arrangement != "parallel":
+        raise CheckpointError("released checkpoints exist only for dyrelu / light / parallel models")
+    out: dict[str, str] = {"tokens.weight": "tokens"}
+    _conv_bn(out, "stem", "stem")
+    for i, b in enumerate(cfg.blocks):
+        s, t = f"features.{i}", f"blocks.{i}"
+        if b.kind == "lite":
+            _conv_bn(out, f"{s}.conv", f"{t}.conv1")  # conv.0 / conv.1
+            out[f"{s}.conv.4.weight"] = f"{t}.conv2.conv.weight"
+            for k in _BN:
+                out[f"{s}.conv.5.{k}"] = f"{t}.conv2.bn.{k}"
+            continue
+        convs = ("conv1", "conv2", "conv3", "conv4") if b.stride == 2 else ("conv1", "conv2", "conv3")
+        hypers = (("hyper1", "act1"), ("hyper3", "act2")) if b.stride == 2 else (("hyper1", "act1"), ("hyper2", "act2"))
+        for c in convs:
+            _conv_bn(out, f"{s}.{c}", f"{t}.mobile.{c}")
+        for h, a in hypers:
+            _linear(out, f"{s}.{h}.hyper.0", f"{t}.mobile.{a}.fc1")
+            _linear(out, f"{s}.{h}.hyper.2", f"{t}.mobile.{a}.fc2")
+        if cfg.m2f:
+            _m2f(out, f"{s}.local_global", f"{t}.m2f", cfg)
+        if cfg.former:
+            g = f"{s}.global_block"
+            _linear(out, f"{g}.q", f"{t}.former.q")
+            _linear(out, f"{g}.channel_mlp", f"{t}.former.proj")
+            _linear(out, f"{g}.layer_norm", f"{t}.former.norm1")
+            if cfg.ffn:
+                _linear(out, f"{g}.ffn.0", f"{t}.former.fc1")
+                _linear(out, f"{g}.ffn.2", f"{t}.former.fc2")
+                _linear(out, f"{g}.ffn_norm", f"{t}.former.norm2")
+        if cfg.f2m:
+            _linear(out, f"{s}.global_local.k", f"{t}.f2m.k")
+            _linear(out, f"{s}.global_local.proj", f"{t}.f2m.v")
+    if cfg.m2f:
+        _m2f(out, "local_global", "final_m2f", cfg)
+    out["classifier.conv.1.weight"] = "head.conv.conv.weight"
+    for k in _BN:
+        out[f"classifier.conv.2.{k}"] = f"head.conv.bn.{k}"
+    _linear(out, "classifier.fc.0", "head.fc")
+    for k in _BN:
+        out[f"classifier.fc.1.{k}"] = f"head.bn.{k}"
+    _linear(out, "classifier.classifier.1", "head.classifier")
+    return out
+
+
+def convert_released_state_dict(state: Mapping[str, Tensor], cfg: MobileFormerConfig) -> dict[str, Tensor]:
+    """Rename a released state dict to mfsearch names; unknown keys raise, naming them."""
+    key_map = released_key_map(cfg)
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    unknown = [k for k in state if k not in key_map]
+    if unknown:
+        raise CheckpointError(f"{len(unknown)} unexpected key(s) in checkpoint: {', '.join(unknown[:10])}")
+    return {key_map[k]: v for k, v in state.items()}
+
+
+def _unwrap(obj: Any) -> Mapping[str, Tensor]:
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            return obj[key]
+    if isinstance(obj, Mapping):
+        return obj
+    raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+
+
+def load_released_checkpoint(
+    model: nn.Module, source: str | PathLike | Mapping[str, Any], strict: bool = True
+) -> tuple[list[str], list[str]]:
+    """Load a released checkpoint (path or state dict) into an mfsearch ``MobileFormer``.
+
+    Returns ``(missing, unexpected)`` mfsearch key names; with ``strict`` any of either,
+    or a shape mismatch, raises :class:`CheckpointError` naming the keys.
+    """
+    if isinstance(source, Mapping):
+        obj: Any = source
+    else:
+        try:
+            obj = torch.load(source, map_location="cpu", weights_only=True)
+        except FileNotFoundError as e:
+            raise CheckpointError(f"{source}: no such checkpoint file") from e
+        except Exception as e:  # noqa: BLE001 - corrupt or hostile files: one clear message
+            raise CheckpointError(f"{source}: cannot be read as a weights-only checkpoint ({e})") from e
+    cfg: MobileFormerConfig = model.cfg  # type: ignore[assignment]
+    raw = _unwrap(obj)
+    key_map = released_key_map(cfg)
+    raw = {k[7:] if k.startswith("module.") else k: v for k, v in raw.items()}
+    unexpected = [k for k in raw if k not in key_map]
+    converted = {key_map[k]: v for k, v in raw.items() if k in key_map}
+    own = model.state_dict()
+    if model.head is None:  # features_only backbone: drop the classifier head
+        converted = {k: v for k, v in converted.items() if not k.startswith("head.")}
+    missing = [k for k in own if k not in converted]
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in converted.items() if k in own and v.shape != own[k].shape]
+    if strict and (missing or unexpected or bad):
+        parts = []
+        if missing:
+            parts.append(f"missing: {', '.join(missing[:10])}")
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected[:10])}")
+        if bad:
+            parts.append(f"shape mismatch: {', '.join(bad[:10])}")
+        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(parts))
+    with torch.no_grad():
+        for k, v in converted.items():
+            if k in own and v.shape == own[k].shape:
+                own[k].copy_(v)
+    return missing, unexpected
