@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ REF_DIR = Path(__file__).parent / "data" / "reference"
 SIZES = ("508m", "294m", "214m", "151m", "96m", "52m", "26m")
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(size: str) -> dict:
     return json.loads((REF_DIR / f"mobile_former_{size}.json").read_text())
 

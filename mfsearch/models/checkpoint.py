@@ -141,7 +141,11 @@ def load_released_checkpoint(
     if model.head is None:  # features_only backbone: drop the classifier head
         converted = {k: v for k, v in converted.items() if not k.startswith("head.")}
     missing = [k for k in own if k not in converted]
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in converted.items() if k in own and v.shape != own[k].shape]
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in converted.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if strict and (missing or unexpected or bad):
         parts = []
         if missing:

@@ -13,8 +13,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 ACTIVATIONS = ("dyrelu", "relu", "relu6", "prelu", "hswish")
 BRIDGES = ("both", "mobile_to_former", "former_to_mobile", "none")

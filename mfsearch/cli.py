@@ -1,0 +1,133 @@
+"""The ``mfsearch`` command line. Each command imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _fmt_m(n: int) -> str:
+    return f"{n / 1e6:,.2f}M"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import PAPER, ConfigError, complexity, resolve_config
+    from .yamlio import InputError
+
+    try:
+        cfg = resolve_config(args.model)
+        if args.num_classes is not None:
+            cfg = cfg.replace(num_classes=args.num_classes)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    if args.input_size < 8 or args.input_size > 4096:
+        raise UsageError(f"--input-size: must be in [8, 4096], got {args.input_size}")
+    cx = complexity(cfg, args.input_size, per_block=True)
+    paper = PAPER.get(cfg.name) if args.input_size == 224 and cfg.num_classes == 1000 else None
+    if args.json:
+        out = {
+            "name": cfg.name, "arch_id": cfg.arch_id, "input_size": args.input_size,
+            "num_classes": cfg.num_classes, "params": cx.params, "macs": cx.macs,
+            "blocks": [
+                {"name": b.name, "c_in": b.c_in, "c_out": b.c_out, "size_in": list(b.size_in),
+                 "size_out": list(b.size_out), "macs": b.macs, "params": b.params}
+                for b in cx.blocks
+            ],
+            "config": cfg.to_dict(),
+        }
+        if paper:
+            out["paper"] = {"params_m": paper.params_m, "macs_m": paper.macs_m, "top1": paper.top1}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{cfg.name or 'config'}  arch_id {cfg.arch_id}  input {args.input_size}x{args.input_size}  "
+          f"classes {cfg.num_classes}")
+    print(cfg.summary())
+    hdr = f"{'part':<14}{'resolution':>14}{'channels':>14}{'MACs':>14}{'params':>14}{'MACs %':>9}{'params %':>10}"
+    print(hdr)
+    print("-" * len(hdr))
+    for b in cx.blocks:
+        res = f"{b.size_in[0]}->{b.size_out[0]}"
+        ch = f"{b.c_in}->{b.c_out}"
+        print(f"{b.name:<14}{res:>14}{ch:>14}{b.macs:>14,}{b.params:>14,}"
+              f"{100 * b.macs / cx.macs:>8.1f}%{100 * b.params / cx.params:>9.1f}%")
+    print("-" * len(hdr))
+    print(f"{'total':<42}{cx.macs:>14,}{cx.params:>14,}")
+    print(f"MACs {_fmt_m(cx.macs)}  params {_fmt_m(cx.params)}")
+    if paper:
+        print(f"paper: MACs {paper.macs_m}M  params {paper.params_m}M  ImageNet top-1 {paper.top1}")
+    return 0
+
+
+def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mfsearch",
+        description="Architecture search and ablation studies around Mobile-Former.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    info = sub.add_parser("info", help="per-block MACs/params table of a preset or config file")
+    info.add_argument("model", help="a preset name (e.g. mobile_former_294m) or a config .yaml")
+    info.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
+    info.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=cmd_info)
+    info_models = sub.add_parser("models", help="list the registered presets")
+    info_models.set_defaults(func=cmd_models)
+    for add in extra:
+        add(sub)
+    return p
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import PAPER, complexity, get_config, list_models
+
+    for name in list_models():
+        cx = complexity(get_config(name))
+        paper = PAPER[name]
+        print(f"{name:<20} MACs {_fmt_m(cx.macs):>9}  params {_fmt_m(cx.params):>7}  paper top-1 {paper.top1}")
+    return 0
+
+
+def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    try:
+        from .search.commands import register
+    except ImportError:  # the search layer is optional at import time
+        return []
+    return [register]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(_search_commands())
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"mfsearch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mfsearch: interrupted; stored results are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The ``mfsearch`` command line, run as a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import mfsearch
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("info", "models"):
+        assert cmd in r.stdout
+
+
+def test_info_table_and_paper_figures():
+    r = run("info", "mobile_former_294m")
+    assert r.returncode == 0, r.stderr
+    assert "295,430,400" in r.stdout and "11,422,648" in r.stdout
+    assert "paper: MACs 294M  params 11.4M  ImageNet top-1 77.9" in r.stdout
+    assert r.stdout.count("block") == 12
+
+
+@pytest.mark.parametrize("name", mfsearch.list_models())
+def test_info_json(name):
+    r = run("info", name, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    cx = mfsearch.complexity(mfsearch.get_config(name))
+    assert out["macs"] == cx.macs and out["params"] == cx.params
+    assert isinstance(out["macs"], int) and isinstance(out["params"], int)
+
+
+def test_info_options_change_the_count():
+    r = run("info", "mobile_former_52m", "--json", "--input-size", "32", "--num-classes", "10")
+    out = json.loads(r.stdout)
+    cfg = mfsearch.get_config("mobile_former_52m").replace(num_classes=10)
+    assert out["macs"] == mfsearch.complexity(cfg, 32).macs
+    assert out["params"] == mfsearch.complexity(cfg, 32).params
+    assert "paper" not in out
+
+
+def test_info_config_file(tmp_path):
+    p = tmp_path / "v.yaml"
+    p.write_text("base: mobile_former_52m\nactivation: prelu\n")
+    r = run("info", str(p), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["config"]["activation"] == "prelu"
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("base: mobile_former_52m\ntoken_dim: 126\n", "token_dim: 126 is not divisible by former_heads=4"),
+        ("base: mobile_former_52m\nstem: -4\n", "stem: must be in"),
+        ("base: mobile_former_52m\nactivation: swish\n", "activation: unknown value 'swish'"),
+        ("base: mobile_former_52m\nnum_tokens: 0\n", "num_tokens: is 0 but bridges are on"),
+        ("base: nosuch\n", "base: unknown preset"),
+        ("a: [1,\n", "invalid YAML"),
+    ],
+)
+def test_impossible_config_one_line_exit_2(tmp_path, text, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    r = run("info", str(p))
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_preset():
+    r = run("info", "mobile_former_1m")
+    assert r.returncode == 2 and "known models: mobile_former_508m" in r.stderr
