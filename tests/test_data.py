@@ -292,9 +292,9 @@ def test_hostile_pickle_is_rejected_without_running(tmp_path: Path) -> None:
     evil_eval = b"cbuiltins\neval\n(Vprint('x')\ntR."
     evil_array = pickle.dumps({b"data": np.array([_Hostile(marker)], dtype=object), b"labels": [0]}, protocol=2)
     evil_codec = b"c_codecs\nencode\n(Vabc\nVrot13\ntR."
-    for blob in (evil_eval, evil_array, evil_codec):
+    for blob, reason in ((evil_eval, "builtins.eval"), (evil_array, "system"), (evil_codec, "rot13")):
         (folder / "data_batch_3").write_bytes(blob)
-        with pytest.raises(MfsearchDataError):
+        with pytest.raises(MfsearchDataError, match=reason):
             load_dataset("cifar10", root=folder, cache=False)
     assert not marker.exists()
 

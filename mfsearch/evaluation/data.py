@@ -442,7 +442,10 @@ def read_cifar(root: str | os.PathLike[str], name: str = "cifar10", split: str =
     ``root`` may hold the batch files, the extracted ``cifar-10-batches-py`` /
     ``cifar-100-python`` folder, or the original ``.tar.gz`` archive.
     """
-    return _read_cifar(Path(root), name, split, origin="root argument")
+    key = _canonical_name(name)
+    if key not in _CIFAR_SPECS:
+        raise UnknownDatasetError(f"read_cifar reads {', '.join(_CIFAR_SPECS)}, not {name!r}")
+    return _read_cifar(Path(root), key, split, origin="root argument")
 
 
 def _read_cifar(root: Path, name: str, split: str, origin: str) -> ArrayDataset:

@@ -1,0 +1,181 @@
+"""Analysis of studies: tidy tables, Pareto fronts, hypervolume, plots (pure, tested functions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params"}
+
+
+def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
+    """One row per trial of an Optuna study, from the stored records (tidy: scalars only)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        hist = ua.get("history") or []
+        row = {
+            "study": study.study_name,
+            "trial": t.number,
+            "state": t.state.name,
+            "kind": ua.get("kind", kind or "search"),
+            "status": ua.get("status", "running" if t.state.name == "RUNNING" else t.state.name.lower()),
+            "name": ua.get("name", ""),
+            "arch_id": ua.get("arch_id", ""),
+            "summary": ua.get("summary", ""),
+            "macs": ua.get("macs"),
+            "params": ua.get("params"),
+            "accuracy": ua.get("accuracy"),
+            "epochs": len(hist),
+            "train_s": ua.get("train_s"),
+            "total_s": ua.get("total_s"),
+            "seed": ua.get("seed"),
+            "eval_id": ua.get("eval_id", ""),
+            "feasible": bool(t.state.name == "COMPLETE" and all(c <= 0 for c in _constraints(t))),
+            "duplicate_of": ua.get("duplicate_of"),
+            "failure_reason": ua.get("failure_reason", ""),
+            "config": json.dumps(ua.get("config")) if ua.get("config") else "",
+            "history": json.dumps(hist) if hist else "",
+            "versions": json.dumps(ua.get("versions")) if ua.get("versions") else "",
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
+        }
+        for k, v in t.params.items():
+            row[f"p.{k}"] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _constraints(t: Any) -> list[float]:
+    c = t.constraints
+    return list(c.values()) if isinstance(c, dict) else list(c or [])
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Non-dominated rows of ``values`` (all objectives minimised)."""
+    n = len(values)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        dominated = np.all(values <= values[i], axis=1) & np.any(values < values[i], axis=1)
+        if dominated.any():
+            mask[i] = False
+    return mask
+
+
+def _minimised(df: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> np.ndarray:
+    cols = []
+    for name, direction in objectives:
+        v = df[OBJECTIVE_COLUMNS[name]].astype(float).to_numpy()
+        cols.append(-v if direction == "maximize" else v)
+    return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
+
+
+def candidates(df: pd.DataFrame) -> pd.DataFrame:
+    """Feasible, finished, distinct architectures (duplicates collapsed)."""
+    if df.empty:
+        return df
+    ok = df[df["feasible"] & df["accuracy"].notna()]
+    return ok.sort_values("trial").drop_duplicates(subset=["arch_id", "kind"], keep="first")
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> pd.DataFrame:
+    """The rows of ``df`` (feasible candidates) on the Pareto front, sorted by the first cost."""
+    c = candidates(df)
+    if c.empty:
+        return c
+    front = c[pareto_mask(_minimised(c, objectives))]
+    costs = [n for n, d in objectives if d == "minimize"]
+    return front.sort_values(costs[0] if costs else "accuracy")
+
+
+def hypervolume(df: pd.DataFrame, objectives: Sequence[Sequence[str]], reference_point: dict[str, float]) -> float:
+    """Hypervolume dominated by the feasible candidates, normalised to [0, 1].
+
+    Accuracy (percent) is scaled to [0, 1]; every cost is divided by its reference value
+    (the budget), so the volume is the fraction of the box [ref acc, 100%] x [0, budget].
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    c = candidates(df)
+    if c.empty:
+        return 0.0
+    pts, ref = [], []
+    for name, direction in objectives:
+        v = c[OBJECTIVE_COLUMNS[name]].astype(float).to_numpy()
+        r = float(reference_point[name])
+        if direction == "maximize":
+            pts.append(-(v - r) / (100.0 - r if name == "accuracy" else max(abs(r), 1.0)))
+            ref.append(0.0)
+        else:
+            pts.append(v / r)
+            ref.append(1.0)
+    p = np.stack(pts, axis=1)
+    p = p[np.all(p < np.asarray(ref), axis=1)]
+    if len(p) == 0:
+        return 0.0
+    return float(compute_hypervolume(p, np.asarray(ref, dtype=float)))
+
+
+def hypervolume_history(df: pd.DataFrame, objectives: Sequence[Sequence[str]],
+                        reference_point: dict[str, float]) -> pd.DataFrame:
+    """Hypervolume after each search trial (reference models excluded)."""
+    s = df[df["kind"] == "search"].sort_values("trial")
+    out = []
+    for n in s["trial"]:
+        out.append({"trial": int(n), "hypervolume": hypervolume(s[s["trial"] <= n], objectives, reference_point)})
+    return pd.DataFrame(out)
+
+
+def front_markdown(front: pd.DataFrame) -> str:
+    """A markdown table of the front (best architectures)."""
+    lines = ["| rank | kind | name / arch_id | MACs (M) | params (M) | accuracy (%) | architecture |",
+             "|---:|---|---|---:|---:|---:|---|"]
+    for i, (_, r) in enumerate(front.sort_values("accuracy", ascending=False).iterrows(), 1):
+        label = r["name"] or r["arch_id"]
+        lines.append(f"| {i} | {r['kind']} | {label} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} | "
+                     f"{r['accuracy']:.2f} | {r['summary']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path,
+               x: str = "macs", title: str = "") -> Path:
+    """Accuracy vs ``x`` (MACs or params): every feasible trial, the front, paper models marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = candidates(df)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    search = c[c["kind"] == "search"]
+    refs = c[c["kind"] == "reference"]
+    ax.scatter(search[x] / 1e6, search["accuracy"], s=18, alpha=0.6, label="trials")
+    objs = [(n, d) for n, d in objectives if n in ("accuracy", x)] or [("accuracy", "maximize"), (x, "minimize")]
+    if len(objs) < 2:
+        objs = [("accuracy", "maximize"), (x, "minimize")]
+    front = pareto_front(c, objs)
+    if not front.empty:
+        f = front.sort_values(x)
+        ax.step(f[x] / 1e6, f["accuracy"], where="post", color="C3", lw=1.5, label="Pareto front")
+        ax.scatter(f[x] / 1e6, f["accuracy"], color="C3", s=30, zorder=3)
+    if not refs.empty:
+        ax.scatter(refs[x] / 1e6, refs["accuracy"], marker="*", s=140, color="k", zorder=4, label="paper models")
+        for _, r in refs.iterrows():
+            ax.annotate(r["name"].replace("mobile_former_", "MF-"), (r[x] / 1e6, r["accuracy"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"{'MACs' if x == 'macs' else 'parameters'} (M)")
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,175 @@
+"""Proxy training: real training on real data, seeded, with a per-epoch ``report`` callback.
+
+The objective is engine-agnostic (Optuna, Ray, ablations all call :func:`train_and_evaluate`):
+it takes a config, the evaluation settings and ``report(step, metrics)``; it returns the
+final metrics. A loss that becomes NaN/inf raises :class:`TrialFailed` with the step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import MobileFormer, MobileFormerConfig
+from ..space.spec import Evaluation
+from .data import TensorLoader, load_dataset, split_indices
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot finish (diverged loss, out of memory...); the message is the reason."""
+
+
+class StopTrial(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a ``report`` callback to stop a trial early (pruning / early stopping)."""
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    steps: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class ProxyData:
+    """Train and validation loaders of one evaluation setting (built once per process)."""
+
+    train: TensorLoader
+    val: TensorLoader
+    num_classes: int
+
+
+_DATA_CACHE: dict[tuple, ProxyData] = {}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def proxy_data(ev: Evaluation) -> ProxyData:
+    """Loaders for ``ev`` (cached: every trial of a study trains on the same tensors)."""
+    device = resolve_device(ev.device)
+    key = (ev.dataset, ev.data_root, ev.image_size, ev.channels, ev.train_size, ev.val_size, ev.batch_size,
+           ev.eval_batch_size, ev.seed, ev.augment, str(device))
+    if key not in _DATA_CACHE:
+        ds = load_dataset(ev.dataset, ev.data_root, "train", **({"image_size": ev.image_size}
+                                                                 if ev.dataset == "imagefolder" else {}))
+        tr_idx, va_idx = split_indices(len(ds.labels), ev.train_size, ev.val_size, ev.seed, labels=ds.labels)
+        train = TensorLoader(ds, tr_idx, image_size=ev.image_size, channels=ev.channels, batch_size=ev.batch_size,
+                             train=True, seed=ev.seed, device=device, augment=ev.augment)
+        val = TensorLoader(ds, va_idx, image_size=ev.image_size, channels=ev.channels,
+                           batch_size=ev.eval_batch_size, train=False, seed=ev.seed, device=device,
+                           mean=train.mean, std=train.std)
+        _DATA_CACHE[key] = ProxyData(train, val, ds.num_classes)
+    return _DATA_CACHE[key]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norm parameters and the token table (paper recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim <= 1 or name == "tokens":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(total: int, warmup: int, lr: float, min_lr: float) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to ``min_lr`` (as a multiplier of ``lr``)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return (min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))) / lr
+
+    return f
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: TensorLoader) -> float:
+    """Top-1 accuracy in percent."""
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    return 100.0 * correct / max(1, total)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def train_and_evaluate(
+    cfg: MobileFormerConfig, ev: Evaluation, report: Report | None = None, data: ProxyData | None = None
+) -> EvalResult:
+    """Train ``cfg`` from scratch with ``ev`` and return the validation top-1 per epoch."""
+    if ev.threads:
+        torch.set_num_threads(ev.threads)
+    data = data or proxy_data(ev)
+    device = resolve_device(ev.device)
+    seed_everything(ev.seed)
+    model = MobileFormer(cfg.replace(num_classes=data.num_classes)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(param_groups(model, ev.weight_decay), lr=ev.lr)
+    steps_per_epoch = len(data.train)
+    total = steps_per_epoch * ev.epochs
+    warmup = int(round(ev.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
+    res = EvalResult(accuracy=0.0)
+    step = 0
+    for epoch in range(ev.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        data.train.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        for x, y in data.train:
+            loss = F.cross_entropy(model(x), y, label_smoothing=ev.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+            step += 1
+        t1 = time.perf_counter()
+        acc = accuracy(model, data.val)
+        t2 = time.perf_counter()
+        res.train_s += t1 - t0
+        res.eval_s += t2 - t1
+        metrics = {"epoch": epoch + 1, "val_acc": acc, "train_loss": loss_sum.item() / max(1, steps_per_epoch),
+                   "train_s": t1 - t0, "lr": sched.get_last_lr()[0]}
+        res.history.append(metrics)
+        res.accuracy = acc
+        res.steps = step
+        if report is not None:
+            try:
+                report(epoch + 1, metrics)
+            except StopTrial:
+                res.stopped_early = True
+                break
+    return res
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

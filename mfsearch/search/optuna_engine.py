@@ -1,0 +1,361 @@
+"""The Optuna engine: ask/tell search with MAC budgets, de-duplication and reference models.
+
+- The budget is checked analytically before any training: an over-budget sample is told to
+  Optuna as an infeasible trial (``trial.set_constraint``) so samplers learn the boundary, and
+  is never trained.
+- After ``search.max_resample`` infeasible samples in a row, the last sample is *repaired*
+  (its knobs lowered greedily, bounded steps) and enqueued, so a mostly-over-budget space still
+  makes progress without an unbounded rejection loop.
+- An architecture already evaluated in this study (same ``arch_id``; the study pins the
+  evaluation settings) reuses its stored result instead of training again.
+- Re-running continues the study: finished trials are kept; trials of a dead worker are failed
+  with the reason; the sampler is re-seeded from the seed and the trial count.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+from ..evaluation.train import StopTrial, TrialFailed
+from ..models import ConfigError, MobileFormerConfig, get_config
+from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
+from ..space.sample import knob_names
+from ..space.spec import Dist
+from ..store import StudyRef, fail_stale_trials, open_storage, redact, write_run_info
+from ..yamlio import InputError
+from .objective import base_record, evaluate, objective_values
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SearchSummary:
+    study: str
+    finished: int
+    trained: int
+    duplicates: int
+    infeasible: int
+    failed: int
+    references: int
+    wall_s: float
+
+
+def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    s = space.search
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
+    return optuna.samplers.BruteForceSampler(seed=seed)
+
+
+def study_attrs(space: Space) -> dict[str, Any]:
+    """What a study pins at creation: objectives, budget, evaluation, HV reference point."""
+    ref_point = {"accuracy": 0.0}
+    if space.budget.macs:
+        ref_point["macs"] = space.budget.macs
+    if space.budget.params:
+        ref_point["params"] = space.budget.params
+    return {
+        "objectives": [list(o) for o in space.objectives],
+        "budget": {"macs": space.budget.macs, "params": space.budget.params, "input_size": space.budget.input_size},
+        "eval_id": space.evaluation.eval_id(),
+        "evaluation": space.evaluation.__dict__,
+        "reference_point": ref_point,
+        "space": space.raw,
+    }
+
+
+def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler | None = None,
+               name: str | None = None) -> optuna.Study:
+    """Create or load the study; a study made with other objectives or evaluation settings is refused."""
+    storage = open_storage(ref.storage)
+    name = name or ref.name
+    directions = [d for _, d in space.objectives]
+    try:
+        study = optuna.create_study(storage=storage, sampler=sampler, study_name=name, directions=directions,
+                                    load_if_exists=True)
+    except ValueError as e:
+        raise InputError(f"study {name} in {redact(ref.storage)}: {e}") from None
+    attrs = study.user_attrs
+    want = study_attrs(space)
+    if not attrs:
+        for k, v in want.items():
+            study.set_user_attr(k, v)
+    else:
+        if attrs.get("objectives") != want["objectives"]:
+            raise InputError(f"{space.path}: objectives: the stored study {name} has {attrs.get('objectives')}; "
+                             "use another name to start a new study")
+        if attrs.get("eval_id") != want["eval_id"]:
+            raise InputError(f"{space.path}: evaluation: differs from the settings study {name} was created with; "
+                             "results would not be comparable: use another name for a new study")
+    return study
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and all(c <= 0 for c in constraint_dict(t).values())
+
+
+def constraint_dict(t: optuna.trial.FrozenTrial) -> dict[str, float]:
+    c = t.constraints
+    if isinstance(c, dict):
+        return c
+    return {str(i): v for i, v in enumerate(c or [])}
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+
+
+def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Lower knobs greedily (largest MAC saving first) until the config fits; bounded steps."""
+    dists = _dists(space)
+    cur = dict(params)
+
+    def cost(p: dict[str, Any]) -> float:
+        try:
+            cfg = sample_config(space, lambda n, d: p.get(n, d.bounds()[0]))
+        except ConfigError:
+            return math.inf
+        fits, c = within_budget(cfg, space.budget)
+        return -1.0 if fits else c["macs"] / (space.budget.macs or 1) + c["params"] / (space.budget.params or 1e18)
+
+    c0 = cost(cur)
+    for _ in range(len(dists) + 1):
+        if c0 < 0:
+            return cur
+        best = None
+        for name, d in dists.items():
+            low = _lower(d, cur.get(name))
+            if low is None:
+                continue
+            trial = {**cur, name: low}
+            c = cost(trial)
+            if best is None or c < best[0]:
+                best = (c, trial)
+        if best is None or best[0] >= c0:
+            return None
+        c0, cur = best
+    return cur if c0 < 0 else None
+
+
+def _dists(space: Space) -> dict[str, Dist]:
+    out: dict[str, Dist] = {}
+    for k, v in space.knobs.items():
+        if isinstance(v, Dist):
+            out[k] = v
+    for k, v in (space.lite or {}).items():
+        if isinstance(v, Dist):
+            out[f"lite.{k}"] = v
+    for i, st in enumerate(space.stages or ()):
+        for k, v in st.items():
+            if isinstance(v, Dist):
+                out[f"stages.{i}.{k}"] = v
+    return out
+
+
+def _lower(d: Dist, v: Any) -> Any:
+    """The knob's smallest value (cheapest for widths, depths, expansions, token counts)."""
+    if d.kind == "choice":
+        nums = [x for x in d.values if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if not nums or v not in nums:
+            return None
+        low = min(nums)
+        return low if low != v else None
+    low = d.low if d.kind == "float" else int(d.low)
+    return low if v is not None and low < v else None
+
+
+class OptunaSearch:
+    """Runs one study to ``search.trials`` feasible finished trials (continuing where it stopped)."""
+
+    def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True) -> None:
+        self.space = space
+        self.ref = ref
+        self.log = log or (lambda s: print(s, file=sys.stderr))
+        self.progress = progress
+
+    # ------------------------------------------------------------------ helpers
+    def _line(self, tag: str, cfg: MobileFormerConfig, rec: dict[str, Any], extra: str = "") -> str:
+        acc = rec.get("accuracy")
+        acc_s = f"acc {acc:5.2f}%" if isinstance(acc, (int, float)) else "acc   -  "
+        return (f"{tag:<14} {cfg.arch_id[:8]} MACs {rec['macs'] / 1e6:7.1f}M params {rec['params'] / 1e6:6.2f}M "
+                f"{acc_s} {rec.get('total_s', 0):6.1f}s  {cfg.summary()}{extra}")
+
+    def _train_trial(self, study: optuna.Study, trial: optuna.Trial, cfg: MobileFormerConfig,
+                     rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Train and tell; returns the finished record, or None when the trial failed."""
+        for k, v in rec.items():
+            trial.set_user_attr(k, v)
+        history: list[dict[str, float]] = []
+
+        def report(step: int, metrics: dict[str, float]) -> None:
+            history.append(metrics)
+            trial.set_user_attr("history", history)  # partial history survives a crash
+            if len(self.space.objectives) == 1:
+                trial.report(metrics["val_acc"], step)
+                if trial.should_prune():
+                    raise StopTrial
+
+        try:
+            res = evaluate(cfg, self.space, report)
+        except TrialFailed as e:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("failure_reason", str(e))
+            study.tell(trial, state=TrialState.FAIL)
+            self.log(f"trial {trial.number} failed: {e}")
+            return None
+        except KeyboardInterrupt:
+            trial.set_user_attr("status", "interrupted")
+            trial.set_user_attr("failure_reason", "interrupted by the user")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        rec = {**rec, **res, "status": "trained"}
+        for k, v in res.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("status", "trained")
+        for k, v in constraint_values(rec, self.space.budget).items():
+            trial.set_constraint(k, v)
+        study.tell(trial, objective_values(self.space, rec))
+        return rec
+
+    # ------------------------------------------------------------------ references
+    def run_references(self, num_classes: int, bar: Any = None) -> int:
+        names = self.space.reference_names()
+        if not names:
+            return 0
+        study = open_study(self.space, self.ref, name=self.ref.reference_name)
+        fail_stale_trials(study)
+        done = {t.user_attrs.get("name") for t in _finished(study)}
+        count = 0
+        for name in names:
+            if name in done:
+                continue
+            cfg = get_config(name).replace(num_classes=num_classes)
+            trial = study.ask()
+            rec = {**base_record(cfg, self.space, "reference"), "name": name}
+            rec_done = self._train_trial(study, trial, cfg, rec)
+            if rec_done is not None:
+                count += 1
+                self._emit(bar, self._line(f"ref {name[14:]}", cfg, rec_done))
+        return count
+
+    def _emit(self, bar: Any, line: str) -> None:
+        if bar is not None:
+            bar.write(line)
+            bar.update(1)
+        else:
+            self.log(line)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, num_classes: int) -> SearchSummary:
+        t0 = time.perf_counter()
+        space = self.space
+        probe = open_study(space, self.ref)
+        fail_stale_trials(probe)
+        seed = space.search.seed + len(probe.trials)  # a resumed run does not replay old samples
+        study = open_study(space, self.ref, sampler=make_sampler(space, seed))
+        write_run_info(self.ref, {"space": space.path, "objectives": [list(o) for o in space.objectives]})
+        study.set_user_attr(f"session_{len(study.trials)}", {"sampler_seed": seed, "started": time.time()})
+        target = space.search.trials
+        n_refs = len(space.reference_names())
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            ref_done = 0
+            bar = tqdm(total=target + n_refs, initial=min(target, len(_finished(study))) + ref_done,
+                       desc=space.name, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        refs = self.run_references(num_classes, bar)
+        stats = {"trained": 0, "duplicates": 0, "infeasible": 0, "failed": 0}
+        known = {t.user_attrs.get("arch_id"): t for t in _finished(study) if t.user_attrs.get("arch_id")}
+        infeasible_run = dup_run = 0
+        try:
+            while len(_finished(study)) < target:
+                if dup_run >= space.search.max_resample:
+                    self.log(f"stopping: the last {dup_run} samples were all architectures already evaluated "
+                             "(the space is exhausted or the sampler has converged)")
+                    break
+                trial = study.ask()
+                try:
+                    cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
+                    fits, cost = within_budget(cfg, space.budget)
+                    invalid = None
+                except ConfigError as e:
+                    cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
+                if not fits:
+                    stats["infeasible"] += 1
+                    infeasible_run += 1
+                    self._tell_infeasible(study, trial, cost, invalid)
+                    if infeasible_run >= space.search.max_resample:
+                        fixed = repair(space, trial.params)
+                        if fixed is None:
+                            raise InputError(f"{space.path}: budget: {infeasible_run} samples in a row were over "
+                                             "budget and none could be repaired; widen the space or raise the budget")
+                        study.enqueue_trial(fixed, user_attrs={"repaired_from": trial.number})
+                        infeasible_run = 0
+                    continue
+                infeasible_run = 0
+                prev = known.get(cfg.arch_id)
+                if prev is not None:
+                    self._tell_duplicate(study, trial, cfg, prev)
+                    stats["duplicates"] += 1
+                    dup_run += 1
+                    self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)))
+                    continue
+                dup_run = 0
+                rec = base_record(cfg, space, "search", cost)
+                done = self._train_trial(study, trial, cfg, rec)
+                if done is None:
+                    stats["failed"] += 1
+                    continue
+                stats["trained"] += 1
+                known[cfg.arch_id] = study.get_trials(deepcopy=False)[trial.number]
+                self._emit(bar, self._line(f"#{trial.number}", cfg, done))
+        finally:
+            if bar is not None:
+                bar.close()
+        return SearchSummary(space.name, len(_finished(study)), stats["trained"], stats["duplicates"],
+                             stats["infeasible"], stats["failed"], refs, time.perf_counter() - t0)
+
+    def _tell_infeasible(self, study: optuna.Study, trial: optuna.Trial, cost: dict[str, int],
+                         invalid: str | None) -> None:
+        trial.set_user_attr("kind", "search")
+        trial.set_user_attr("status", "invalid" if invalid else "over_budget")
+        trial.set_user_attr("macs", cost["macs"])
+        trial.set_user_attr("params", cost["params"])
+        if invalid:
+            trial.set_user_attr("failure_reason", invalid)
+            for k in constraint_values(cost, self.space.budget):
+                trial.set_constraint(k, 1.0)
+        else:
+            for k, v in constraint_values(cost, self.space.budget).items():
+                trial.set_constraint(k, v)
+        worst = {"accuracy": 0.0, "macs": float(cost["macs"]), "params": float(cost["params"])}
+        study.tell(trial, [worst[n] for n, _ in self.space.objectives])
+
+    def _tell_duplicate(self, study: optuna.Study, trial: optuna.Trial, cfg: MobileFormerConfig,
+                        prev: optuna.trial.FrozenTrial) -> None:
+        for k, v in prev.user_attrs.items():
+            if k not in ("worker", "started"):
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("status", "duplicate")
+        trial.set_user_attr("duplicate_of", prev.number)
+        for k, v in constraint_values(dict(prev.user_attrs), self.space.budget).items():
+            trial.set_constraint(k, v)
+        study.tell(trial, list(prev.values))
+
+
+def knob_summary(space: Space) -> str:
+    return ", ".join(knob_names(space))
