@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
+# A user-facing error: printed as one line, exit code 2 (shared with the library's input errors,
+# so the class is the same whether this module runs as ``__main__`` or is imported).
+from .yamlio import InputError as UsageError  # noqa: E402
 
 
 def _fmt_m(n: int) -> str:

@@ -14,17 +14,29 @@ class InputError(ValueError):
     """Bad user input: the message is one line naming the file, line, field and rule."""
 
 
-def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+MAX_NODES = 100_000
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int], ancestors: set[int], count: list[int]) -> None:
+    """Record the line of every field; refuse recursive aliases and alias bombs."""
+    if id(node) in ancestors:
+        raise InputError(f"line {node.start_mark.line + 1}: a YAML alias refers to itself")
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise InputError(f"more than {MAX_NODES} YAML nodes (an alias bomb?)")
     lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = str(k.value)
-            p = f"{path}.{key}" if path else key
-            lines[p] = k.start_mark.line + 1
-            _walk(v, p, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _walk(v, f"{path}[{i}]", lines)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        ancestors.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = str(k.value)
+                p = f"{path}.{key}" if path else key
+                lines[p] = k.start_mark.line + 1
+                _walk(v, p, lines, ancestors, count)
+        else:
+            for i, v in enumerate(node.value):
+                _walk(v, f"{path}[{i}]", lines, ancestors, count)
+        ancestors.discard(id(node))
 
 
 def load_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
@@ -43,6 +55,12 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
         raise InputError(f"{p}: not UTF-8 text") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[str, int] = {}
+        if node is not None:
+            try:
+                _walk(node, "", lines, set(), [0])
+            except InputError as e:
+                raise InputError(f"{p}: invalid YAML: {e}") from None
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -51,9 +69,6 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
         raise InputError(f"{p}{line}: invalid YAML: {msg}") from None
     except (yaml.YAMLError, RecursionError) as e:
         raise InputError(f"{p}: invalid YAML: {type(e).__name__}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _walk(node, "", lines)
     return data, lines
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,29 @@ def lr_lambda(total: int, warmup: int, lr: float, min_lr: float) -> Callable[[in
 
 
 @torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: TensorLoader, batches: int) -> None:
+    """Re-estimate BatchNorm statistics as exact averages over ``batches`` training batches.
+
+    Short proxy runs leave running statistics far from the final weights' (momentum 0.1 over
+    a few dozen steps): evaluated as they are, good networks can score at chance.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, loader: TensorLoader) -> float:
     """Top-1 accuracy in percent."""
     model.eval()
@@ -153,6 +177,7 @@ def train_and_evaluate(
             loss_sum += loss.detach()
             step += 1
         t1 = time.perf_counter()
+        recalibrate_bn(model, data.train, ev.bn_recalibration)
         acc = accuracy(model, data.val)
         t2 = time.perf_counter()
         res.train_s += t1 - t0

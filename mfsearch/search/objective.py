@@ -7,7 +7,8 @@ returns as the trial record, so a study can be continued by either.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
 from ..models import MobileFormerConfig

@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
@@ -35,6 +34,7 @@ from ..yamlio import InputError
 from .objective import base_record, evaluate, objective_values
 
 Log = Callable[[str], None]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass

@@ -82,6 +82,7 @@ class Evaluation:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     augment: bool = True
+    bn_recalibration: int = 8
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
@@ -224,7 +225,8 @@ def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
     """A constant, or a mapping with exactly one of choice / int / float (+ step, log, when)."""
     if not isinstance(v, dict):
         if not _scalar_ok(v):
-            raise ctx.err(fld, f"must be a value or a distribution mapping ({', '.join(DIST_KEYS)}), got {_type_name(v)}")
+            raise ctx.err(fld, f"must be a value or a distribution mapping ({', '.join(DIST_KEYS)}), "
+                          f"got {_type_name(v)}")
         return v
     kinds = [k for k in DIST_KEYS if k in v]
     if len(kinds) != 1:
@@ -237,7 +239,8 @@ def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
         when = tuple((str(k), tuple(x if isinstance(x, list) else [x])) for k, x in w.items())
         for k, vals in when:
             if k not in ARCH_KNOBS:
-                raise ctx.err(f"{fld}.when.{k}", f"conditions may name architecture knobs only ({', '.join(ARCH_KNOBS)})")
+                raise ctx.err(f"{fld}.when.{k}",
+                              f"conditions may name architecture knobs only ({', '.join(ARCH_KNOBS)})")
             if not all(_scalar_ok(x) for x in vals):
                 raise ctx.err(f"{fld}.when.{k}", "condition values must be plain values")
     if kind == "choice":
@@ -357,7 +360,8 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
             raise ctx.err(f + "data_root", "must be a path string")
         kw["data_root"] = d["data_root"]
     ints = {"image_size": (8, 512), "channels": (1, 3), "epochs": (1, 1000), "val_size": (10, 10**7),
-            "batch_size": (2, 65536), "eval_batch_size": (1, 65536), "seed": (0, 2**31 - 1)}
+            "batch_size": (2, 65536), "eval_batch_size": (1, 65536), "seed": (0, 2**31 - 1),
+            "bn_recalibration": (0, 10000)}
     for k, (lo, hi) in ints.items():
         if k in d:
             kw[k] = _int(ctx, d[k], f + k, lo, hi)
@@ -394,7 +398,8 @@ def _parse_search(ctx: _Ctx, raw: Any) -> Search:
         kw["trials"] = _int(ctx, d["trials"], "search.trials", 1, MAX_TRIALS)
     if "seed" in d:
         kw["seed"] = _int(ctx, d["seed"], "search.seed", 0, 2**31 - 1)
-    for k, (lo, hi) in {"max_resample": (1, 10000), "startup_trials": (0, 10000), "population_size": (2, 10000)}.items():
+    limits = {"max_resample": (1, 10000), "startup_trials": (0, 10000), "population_size": (2, 10000)}
+    for k, (lo, hi) in limits.items():
         if k in d:
             kw[k] = _int(ctx, d[k], f"search.{k}", lo, hi)
     if "reference_models" in d:
