@@ -102,11 +102,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    try:
-        from .search.commands import register
-    except ImportError:  # the search layer is optional at import time
-        return []
-    return [register]
+    from .ablation.commands import register as ablation
+    from .search.commands import register as search
+
+    return [search, ablation]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -180,3 +180,77 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
+    """All trials of the study at ``ref`` (a :class:`~mfsearch.store.StudyRef`) and of its reference study.
+
+    Returns ``(frame, study attributes)``; the frame has one row per trial (``kind`` is
+    ``search`` or ``reference``).
+    """
+    import optuna
+
+    from ..store import open_storage
+    from ..yamlio import InputError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = open_storage(ref.storage)
+    names = {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+    if ref.name not in names:
+        raise InputError(f"no study named {ref.name} in the storage; run it first")
+    study = optuna.load_study(study_name=ref.name, storage=st)
+    frames = [trials_frame(study, "search")]
+    if ref.reference_name in names:
+        frames.append(trials_frame(optuna.load_study(study_name=ref.reference_name, storage=st), "reference"))
+    attrs = dict(study.user_attrs)
+    attrs["run_dir"] = str(ref.run_dir)
+    return pd.concat(frames, ignore_index=True), attrs
+
+
+def load_study(target: str, storage: str | None = None, runs: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """:func:`study_frames` of a space file, a run directory or a study name (notebooks start here)."""
+    from ..store import resolve_study
+
+    return study_frames(resolve_study(target, storage, runs))
+
+
+def param_importance(df: pd.DataFrame, seed: int = 0) -> pd.Series:
+    """Importance of each knob for proxy accuracy over the trained search trials (Optuna's evaluator)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    s = candidates(df[df["kind"] == "search"])
+    pcols = [c for c in s.columns if c.startswith("p.")]
+    if len(s) < 3 or not pcols:
+        return pd.Series(dtype=float)
+    study = optuna.create_study(direction="maximize")
+    for _, r in s.iterrows():
+        params = {c[2:]: r[c] for c in pcols if pd.notna(r[c])}
+        params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+        dists = {k: CategoricalDistribution(sorted(s[f"p.{k}"].dropna().map(
+            lambda v: v.item() if hasattr(v, "item") else v).unique().tolist())) for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r["accuracy"])))
+    imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    return pd.Series(imp, name="importance")
+
+
+def plot_hypervolume_history(hist: pd.DataFrame, path: str | Path | None = None, ax: Any = None) -> Any:
+    """Hypervolume after each trial (from :func:`hypervolume_history`)."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(hist["trial"], hist["hypervolume"], marker="o", ms=3)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.grid(alpha=0.3)
+    if path is not None and fig is not None:
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+    return ax

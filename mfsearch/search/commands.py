@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
     except InputError as e:
         raise _usage_error(str(e)) from None
-    print(f"study {summary.study}: {summary.finished} finished trials ({summary.trained} trained now, "
+    print(f"study {summary.study}: {summary.finished} architectures evaluated ({summary.trained} trained now, "
           f"{summary.duplicates} duplicates reused, {summary.infeasible} over-budget samples never trained, "
           f"{summary.failed} failed), {summary.references} reference models trained, "
           f"wall {summary.wall_s / 60:.1f} min")
@@ -66,22 +66,9 @@ def space_objectives(space: Any) -> list[list[str]]:
 
 def load_frames(ref: Any) -> tuple[Any, dict[str, Any]]:
     """All trials of a study and its reference study as one DataFrame, plus the study attributes."""
-    import optuna
-    import pandas as pd
+    from ..analysis import study_frames
 
-    from ..analysis import trials_frame
-    from ..store import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(ref.storage)
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if ref.name not in names:
-        raise _usage_error(f"no study named {ref.name} in the storage; run it first")
-    study = optuna.load_study(study_name=ref.name, storage=storage)
-    frames = [trials_frame(study, "search")]
-    if ref.reference_name in names:
-        frames.append(trials_frame(optuna.load_study(study_name=ref.reference_name, storage=storage), "reference"))
-    return pd.concat(frames, ignore_index=True), dict(study.user_attrs)
+    return study_frames(ref)
 
 
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None) -> dict[str, Any]:

@@ -118,6 +118,15 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
 
 
+def evaluated(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """Distinct architectures trained in the study (arch_id -> first trial); the search target."""
+    out: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in _finished(study):
+        if t.user_attrs.get("status") == "trained":
+            out.setdefault(t.user_attrs.get("arch_id", ""), t)
+    return out
+
+
 def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
     """Lower knobs greedily (largest MAC saving first) until the config fits; bounded steps."""
     dists = _dists(space)
@@ -178,7 +187,11 @@ def _lower(d: Dist, v: Any) -> Any:
 
 
 class OptunaSearch:
-    """Runs one study to ``search.trials`` feasible finished trials (continuing where it stopped)."""
+    """Runs one study until ``search.trials`` distinct architectures are trained (continuing where it stopped).
+
+    Duplicates proposed by the sampler are told their stored result and do not count; the loop
+    stops after ``search.max_resample`` duplicates in a row (an exhausted or converged space).
+    """
 
     def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True) -> None:
         self.space = space
@@ -275,14 +288,14 @@ class OptunaSearch:
             from tqdm import tqdm
 
             ref_done = 0
-            bar = tqdm(total=target + n_refs, initial=min(target, len(_finished(study))) + ref_done,
+            bar = tqdm(total=target + n_refs, initial=min(target, len(evaluated(study))) + ref_done,
                        desc=space.name, unit="trial", dynamic_ncols=True, file=sys.stderr)
         refs = self.run_references(num_classes, bar)
         stats = {"trained": 0, "duplicates": 0, "infeasible": 0, "failed": 0}
-        known = {t.user_attrs.get("arch_id"): t for t in _finished(study) if t.user_attrs.get("arch_id")}
+        known = evaluated(study)
         infeasible_run = dup_run = 0
         try:
-            while len(_finished(study)) < target:
+            while len(known) < target:
                 if dup_run >= space.search.max_resample:
                     self.log(f"stopping: the last {dup_run} samples were all architectures already evaluated "
                              "(the space is exhausted or the sampler has converged)")
@@ -326,7 +339,7 @@ class OptunaSearch:
         finally:
             if bar is not None:
                 bar.close()
-        return SearchSummary(space.name, len(_finished(study)), stats["trained"], stats["duplicates"],
+        return SearchSummary(space.name, len(evaluated(study)), stats["trained"], stats["duplicates"],
                              stats["infeasible"], stats["failed"], refs, time.perf_counter() - t0)
 
     def _tell_infeasible(self, study: optuna.Study, trial: optuna.Trial, cost: dict[str, int],
