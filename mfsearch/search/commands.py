@@ -48,8 +48,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = proxy_data(space.evaluation)
     except MfsearchDataError as e:
         raise _usage_error(f"{space.path}: evaluation.dataset: {e}") from None
+    workers = args.workers or 1
+    if not 1 <= workers <= 256:
+        raise _usage_error(f"--workers: must be in [1, 256], got {workers}")
     try:
-        summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
+        if workers == 1:
+            summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
+        else:
+            summary = run_workers(space, ref, workers, data.num_classes)
     except InputError as e:
         raise _usage_error(str(e)) from None
     print(f"study {summary.study}: {summary.finished} architectures evaluated ({summary.trained} trained now, "
@@ -58,6 +64,50 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"wall {summary.wall_s / 60:.1f} min")
     export(ref, space_objectives(space), out=sys.stdout)
     return 0
+
+
+def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int) -> None:
+    import torch
+
+    from .optuna_engine import OptunaSearch
+
+    torch.set_num_threads(threads)
+    OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0).run(num_classes)
+
+
+def run_workers(space: Any, ref: Any, workers: int, num_classes: int) -> Any:
+    """N processes share one study (same storage); returns a summary of the whole study."""
+    import multiprocessing as mp
+    import os
+    import time
+
+    from .optuna_engine import SearchSummary, evaluated, open_study
+
+    threads = space.evaluation.threads or max(1, (os.cpu_count() or 1) // workers)
+    t0 = time.perf_counter()
+    before = len(evaluated(open_study(space, ref)))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads), daemon=False)
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    bad = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if bad:
+        raise _usage_error(f"worker(s) {bad} stopped with an error (see above); finished trials are kept in "
+                           "the store: run the same command again to continue")
+    study = open_study(space, ref)
+    after = evaluated(study)
+    trials = study.get_trials(deepcopy=False)
+    count = lambda st: sum(t.user_attrs.get("status") == st for t in trials)  # noqa: E731
+    return SearchSummary(space.name, len(after), len(after) - before, count("duplicate"), count("over_budget"),
+                         count("failed"), len(space.reference_names()), time.perf_counter() - t0)
 
 
 def space_objectives(space: Any) -> list[list[str]]:
@@ -143,6 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides search.seed)")
     run.add_argument("--no-references", action="store_true", help="skip the paper reference models")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
+    run.add_argument("--workers", type=int, default=None, help="processes sharing the study on this machine")
     _common(run)
     run.set_defaults(func=cmd_run)
     res = sub.add_parser("results", help="export a study as a tidy table (CSV and Parquet)")

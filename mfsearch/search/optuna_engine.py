@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
 from ..space.sample import knob_names
 from ..space.spec import Dist
-from ..store import StudyRef, fail_stale_trials, open_storage, redact, write_run_info
+from ..store import Retrying, StorageError, StudyRef, fail_stale_trials, open_storage, redact, write_run_info
 from ..yamlio import InputError
 from .objective import base_record, evaluate, objective_values
 
@@ -88,6 +89,11 @@ def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler
                                     load_if_exists=True)
     except ValueError as e:
         raise InputError(f"study {name} in {redact(ref.storage)}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a database that refuses: one clear line
+        raise StorageError(f"storage {redact(ref.storage)}: cannot open study {name} "
+                           f"({redact(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
+    if not ref.storage.startswith(("journal:",)) and not ref.storage.endswith(".log"):
+        study = Retrying(study, ref.storage, log=lambda m: print(m, file=sys.stderr))
     attrs = study.user_attrs
     want = study_attrs(space)
     if not attrs:
@@ -116,6 +122,44 @@ def constraint_dict(t: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+
+
+def in_flight(study: optuna.Study, exclude: int | None) -> dict[str, int]:
+    """arch_id -> trial number of the search trials being trained right now (by any worker)."""
+    return {t.user_attrs["arch_id"]: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("status") == "training" and t.number != exclude and "arch_id" in t.user_attrs}
+
+
+class heartbeat:  # noqa: N801 - used as a context manager
+    """Record the trial's heartbeat during training (RDB storages), so a dead worker's trial is failed."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self.storage = study._storage
+        self.trial_id = trial._trial_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _beat(self, interval: float) -> None:
+        while not self.stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001 - the database may be away for a while; keep training
+                pass
+
+    def __enter__(self) -> heartbeat:
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+        if isinstance(self.storage, BaseHeartbeat) and is_heartbeat_enabled(self.storage):
+            self.storage.record_heartbeat(self.trial_id)
+            interval = float(self.storage.get_heartbeat_interval() or 30)
+            self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
 
 
 def evaluated(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
@@ -193,11 +237,14 @@ class OptunaSearch:
     stops after ``search.max_resample`` duplicates in a row (an exhausted or converged space).
     """
 
-    def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True) -> None:
+    def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True,
+                 worker: int = 0, run_references: bool = True) -> None:
         self.space = space
         self.ref = ref
         self.log = log or (lambda s: print(s, file=sys.stderr))
         self.progress = progress
+        self.worker = worker
+        self.with_references = run_references
 
     # ------------------------------------------------------------------ helpers
     def _line(self, tag: str, cfg: MobileFormerConfig, rec: dict[str, Any], extra: str = "") -> str:
@@ -211,6 +258,7 @@ class OptunaSearch:
         """Train and tell; returns the finished record, or None when the trial failed."""
         for k, v in rec.items():
             trial.set_user_attr(k, v)
+        trial.set_user_attr("status", "training")
         history: list[dict[str, float]] = []
 
         def report(step: int, metrics: dict[str, float]) -> None:
@@ -222,7 +270,8 @@ class OptunaSearch:
                     raise StopTrial
 
         try:
-            res = evaluate(cfg, self.space, report)
+            with heartbeat(study, trial):
+                res = evaluate(cfg, self.space, report)
         except TrialFailed as e:
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("failure_reason", str(e))
@@ -277,10 +326,12 @@ class OptunaSearch:
         space = self.space
         probe = open_study(space, self.ref)
         fail_stale_trials(probe)
-        seed = space.search.seed + len(probe.trials)  # a resumed run does not replay old samples
+        # a resumed run does not replay old samples, and workers started together differ
+        seed = space.search.seed + len(probe.trials) + 100_003 * self.worker
         study = open_study(space, self.ref, sampler=make_sampler(space, seed))
         write_run_info(self.ref, {"space": space.path, "objectives": [list(o) for o in space.objectives]})
-        study.set_user_attr(f"session_{len(study.trials)}", {"sampler_seed": seed, "started": time.time()})
+        study.set_user_attr(f"session_{len(study.trials)}_w{self.worker}",
+                            {"sampler_seed": seed, "started": time.time(), "worker": self.worker})
         target = space.search.trials
         n_refs = len(space.reference_names())
         bar = None
@@ -290,12 +341,19 @@ class OptunaSearch:
             ref_done = 0
             bar = tqdm(total=target + n_refs, initial=min(target, len(evaluated(study))) + ref_done,
                        desc=space.name, unit="trial", dynamic_ncols=True, file=sys.stderr)
-        refs = self.run_references(num_classes, bar)
+        refs = self.run_references(num_classes, bar) if self.with_references else 0
         stats = {"trained": 0, "duplicates": 0, "infeasible": 0, "failed": 0}
         known = evaluated(study)
-        infeasible_run = dup_run = 0
+        infeasible_run = dup_run = fail_run = 0
         try:
-            while len(known) < target:
+            while True:
+                known = evaluated(study)
+                if len(known) + len(in_flight(study, exclude=None)) >= target:
+                    if len(known) >= target:
+                        break
+                    time.sleep(1.0)  # other workers are training the last trials; one may fail
+                    fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
+                    continue
                 if dup_run >= space.search.max_resample:
                     self.log(f"stopping: the last {dup_run} samples were all architectures already evaluated "
                              "(the space is exhausted or the sampler has converged)")
@@ -320,6 +378,14 @@ class OptunaSearch:
                         infeasible_run = 0
                     continue
                 infeasible_run = 0
+                busy = in_flight(study, exclude=trial.number).get(cfg.arch_id)
+                if busy is not None:  # another worker is training this architecture right now
+                    trial.set_user_attr("kind", "search")
+                    trial.set_user_attr("status", "duplicate_in_flight")
+                    trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
+                    study.tell(trial, state=TrialState.FAIL)
+                    dup_run += 1
+                    continue
                 prev = known.get(cfg.arch_id)
                 if prev is not None:
                     self._tell_duplicate(study, trial, cfg, prev)
@@ -332,9 +398,14 @@ class OptunaSearch:
                 done = self._train_trial(study, trial, cfg, rec)
                 if done is None:
                     stats["failed"] += 1
+                    fail_run += 1
+                    if fail_run >= space.search.max_failures:
+                        reason = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("failure_reason")
+                        raise InputError(f"{space.path}: search.max_failures: {fail_run} trials in a row failed "
+                                         f"(last: {reason}); check the evaluation settings")
                     continue
+                fail_run = 0
                 stats["trained"] += 1
-                known[cfg.arch_id] = study.get_trials(deepcopy=False)[trial.number]
                 self._emit(bar, self._line(f"#{trial.number}", cfg, done))
         finally:
             if bar is not None:

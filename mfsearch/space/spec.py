@@ -103,6 +103,7 @@ class Search:
     seed: int = 0
     reference_models: tuple[str, ...] | bool = True
     max_resample: int = 64
+    max_failures: int = 5
     startup_trials: int = 8
     population_size: int = 8
 
@@ -371,7 +372,7 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
         kw["train_size"] = _int(ctx, d["train_size"], f + "train_size", 10, 10**8, optional=True)
     if "threads" in d:
         kw["threads"] = _int(ctx, d["threads"], f + "threads", 1, 1024, optional=True)
-    floats = {"lr": (1e-7, 10.0), "min_lr": (0.0, 10.0), "warmup_epochs": (0.0, 1000.0),
+    floats = {"lr": (1e-7, 1e6), "min_lr": (0.0, 10.0), "warmup_epochs": (0.0, 1000.0),
               "weight_decay": (0.0, 10.0), "label_smoothing": (0.0, 0.99)}
     for k, (lo, hi) in floats.items():
         if k in d:
@@ -398,7 +399,8 @@ def _parse_search(ctx: _Ctx, raw: Any) -> Search:
         kw["trials"] = _int(ctx, d["trials"], "search.trials", 1, MAX_TRIALS)
     if "seed" in d:
         kw["seed"] = _int(ctx, d["seed"], "search.seed", 0, 2**31 - 1)
-    limits = {"max_resample": (1, 10000), "startup_trials": (0, 10000), "population_size": (2, 10000)}
+    limits = {"max_resample": (1, 10000), "max_failures": (1, 10000), "startup_trials": (0, 10000),
+              "population_size": (2, 10000)}
     for k, (lo, hi) in limits.items():
         if k in d:
             kw[k] = _int(ctx, d[k], f"search.{k}", lo, hi)
@@ -454,7 +456,9 @@ def _parse_storage(ctx: _Ctx, raw: Any) -> str | None:
         return None
     if not isinstance(raw, str) or not raw.strip():
         raise ctx.err("storage", "must be a storage URL string (or default)")
-    if not re.match(r"^(journal:|sqlite:|postgresql(\+\w+)?://|mysql(\+\w+)?://|[./~\w])", raw):
+    known = r"^(journal:|sqlite:///|postgresql(\+\w+)?://|mysql(\+\w+)?://)"
+    if ("://" in raw or raw.startswith(("journal", "sqlite"))) and not re.match(known, raw) or \
+            not re.match(r"^[\w./~:+@%-]", raw):
         raise ctx.err("storage", "must be journal:<file>, sqlite:///<file>, postgresql://... or a file path")
     return raw
 

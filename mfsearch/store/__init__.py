@@ -58,10 +58,12 @@ def open_storage(url: str) -> Any:
             engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
             if url.startswith("postgresql"):
                 engine_kwargs["connect_args"] = {"connect_timeout": 10}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30,
-                                              grace_period=120)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30,
+                                                  grace_period=120)
     except ImportError as e:
-        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name}); "
+        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); "
                            "pip install 'mfsearch[postgres]'") from None
     except Exception as e:  # noqa: BLE001 - any connection failure becomes one clear line
         msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -164,3 +166,75 @@ def resolve_study(target: str, storage: str | None = None, runs: str | Path | No
     if "***" in url:
         raise InputError(f"{target}: the study's storage needs credentials; pass --storage URL")
     return StudyRef(info["name"], url, run_dir)
+
+
+TRANSIENT_WINDOW_S = 90.0
+
+
+def _transient(e: BaseException) -> bool:
+    """Errors of a database that went away for a while (connection refused, reset, restarted)."""
+    import optuna
+
+    if isinstance(e, optuna.exceptions.StorageInternalError):
+        return True
+    try:
+        import sqlalchemy.exc as sa
+    except ImportError:
+        return False
+    return isinstance(e, (sa.OperationalError, sa.InterfaceError)) or (
+        isinstance(e, sa.DBAPIError) and bool(getattr(e, "connection_invalidated", False)))
+
+
+class Retrying:
+    """Wraps a study or trial: storage calls are retried while the database is away.
+
+    Retries for up to ``window`` seconds with back-off, then raises :class:`StorageError` (one
+    clear line; stored trials stay as they are). A ``tell`` whose first attempt did reach the
+    database is not applied twice.
+    """
+
+    def __init__(self, obj: Any, url: str, window: float = TRANSIENT_WINDOW_S, log: Any = None) -> None:
+        self._obj = obj
+        self._url = url
+        self._window = window
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import time
+
+            import optuna
+
+            args = tuple(a._obj if isinstance(a, Retrying) else a for a in args)
+            deadline = time.monotonic() + self._window
+            delay, attempt = 0.5, 0
+            while True:
+                try:
+                    out = attr(*args, **kwargs)
+                    break
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    if attempt and name == "tell":  # the first attempt got through before the error
+                        return None
+                    raise
+                except Exception as e:  # noqa: BLE001 - classified just below
+                    if not _transient(e):
+                        raise
+                    attempt += 1
+                    if time.monotonic() > deadline:
+                        raise StorageError(
+                            f"storage {redact(self._url)}: unreachable for {self._window:.0f}s ({name}); stored "
+                            "trials are safe: run the same command again once the database is back") from None
+                    if self._log and attempt == 1:
+                        self._log(f"storage {redact(self._url)} unreachable ({name}); retrying for up to "
+                                  f"{self._window:.0f}s")
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            if isinstance(out, optuna.trial.Trial):
+                return Retrying(out, self._url, self._window, self._log)
+            return out
+
+        return call
