@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 SPACE ?= spaces/macs300.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test data venv lint bench clean
+.PHONY: run test data postgres venv lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,17 +22,24 @@ venv: $(STAMP)
 data:
 	@test -d $(FMNIST) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
+# PostgreSQL binaries for the storage tests (the tests start their own server on 127.0.0.1)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		$(SUDO) apt-get install -y -q postgresql; }
+
 run: venv data
 	$(BIN)/mfsearch run $(SPACE)
 
-test: venv data
+test: venv data postgres
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check mfsearch tests benchmarks
 
-bench: venv
+bench: venv data
 	$(BIN)/python benchmarks/bench_complexity.py
+	$(BIN)/python benchmarks/bench_samplers.py
+	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

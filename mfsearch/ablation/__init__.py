@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models import ConfigError, MobileFormerConfig, complexity, get_config, list_models
-from ..space.spec import Evaluation, _Ctx, _int, _mapping, _no_unknown, _parse_evaluation
+from ..models import ConfigError, MobileFormerConfig, complexity, get_config
+from ..space.spec import Evaluation, _Ctx, _int, _mapping, _no_unknown, _parse_evaluation, parse_base, parse_name
 from ..yamlio import InputError, load_yaml
 
 DIRECTIONS = ("up", "down", "same")
@@ -59,12 +59,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ctx.err("file", "an experiment file must be a mapping")
     known = ("name", "description", "base", "baseline", "arms", "seeds", "evaluation", "match_budget", "paper")
     _no_unknown(ctx, data, known, "")
-    name = data.get("name", Path(path).stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise ctx.err("name", "must be 1-64 letters, digits, '_', '.', '-'")
-    base = data.get("base", "mobile_former_294m")
-    if base not in list_models():
-        raise ctx.err("base", f"unknown preset {base!r}; known: {', '.join(list_models())}")
+    name = parse_name(ctx, data, path)
+    base = parse_base(ctx, data)
     arms_raw = _mapping(ctx, data.get("arms"), "arms")
     if len(arms_raw) < 2:
         raise ctx.err("arms", "needs at least two arms (a baseline and one alternative)")

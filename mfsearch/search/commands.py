@@ -30,7 +30,8 @@ def _space_from_args(args: argparse.Namespace) -> Any:
     if args.seed is not None and not 0 <= args.seed < 2**31:
         raise _usage_error(f"--seed: must be in [0, 2^31), got {args.seed}")
     return space.with_overrides(trials=args.trials, sampler=args.sampler, seed=args.seed,
-                                reference_models=False if args.no_references else None)
+                                reference_models=False if args.no_references else None,
+                                engine=args.engine, address=args.address)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,7 +53,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 1 <= workers <= 256:
         raise _usage_error(f"--workers: must be in [1, 256], got {workers}")
     try:
-        if workers == 1:
+        if space.search.engine == "ray":
+            from .ray_engine import run_ray
+
+            s = space.search
+            summary = run_ray(space, ref, data.num_classes, s.address, s.cpus_per_trial, s.gpus_per_trial,
+                              s.max_concurrent or (workers if workers > 1 else None), s.asha,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
+        elif workers == 1:
             summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
         else:
             summary = run_workers(space, ref, workers, data.num_classes)
@@ -193,7 +201,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides search.seed)")
     run.add_argument("--no-references", action="store_true", help="skip the paper reference models")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
-    run.add_argument("--workers", type=int, default=None, help="processes sharing the study on this machine")
+    run.add_argument("--workers", type=int, default=None, help="processes sharing the study on this machine "
+                     "(with --engine ray: trials at once)")
+    run.add_argument("--engine", default=None, choices=("optuna", "ray"), help="overrides search.engine")
+    run.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: local)")
     _common(run)
     run.set_defaults(func=cmd_run)
     res = sub.add_parser("results", help="export a study as a tidy table (CSV and Parquet)")

@@ -253,12 +253,33 @@ class OptunaSearch:
         return (f"{tag:<14} {cfg.arch_id[:8]} MACs {rec['macs'] / 1e6:7.1f}M params {rec['params'] / 1e6:6.2f}M "
                 f"{acc_s} {rec.get('total_s', 0):6.1f}s  {cfg.summary()}{extra}")
 
-    def _train_trial(self, study: optuna.Study, trial: optuna.Trial, cfg: MobileFormerConfig,
-                     rec: dict[str, Any]) -> dict[str, Any] | None:
-        """Train and tell; returns the finished record, or None when the trial failed."""
+    def begin(self, trial: Any, rec: dict[str, Any]) -> None:
+        """Write the record known before training (a crash mid-trial keeps it)."""
         for k, v in rec.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("status", "training")
+
+    def finish(self, study: optuna.Study, trial: Any, rec: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        """Store the result and tell the objective values (with the budget constraints)."""
+        rec = {**rec, **res, "status": "trained"}
+        for k, v in res.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("status", "trained")
+        for k, v in constraint_values(rec, self.space.budget).items():
+            trial.set_constraint(k, v)
+        study.tell(trial, objective_values(self.space, rec))
+        return rec
+
+    def fail(self, study: optuna.Study, trial: Any, reason: str, status: str = "failed") -> None:
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("failure_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        self.log(f"trial {trial.number} {status}: {reason}")
+
+    def _train_trial(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
+                     rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Train and tell; returns the finished record, or None when the trial failed."""
+        self.begin(trial, rec)
         history: list[dict[str, float]] = []
 
         def report(step: int, metrics: dict[str, float]) -> None:
@@ -273,24 +294,12 @@ class OptunaSearch:
             with heartbeat(study, trial):
                 res = evaluate(cfg, self.space, report)
         except TrialFailed as e:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("failure_reason", str(e))
-            study.tell(trial, state=TrialState.FAIL)
-            self.log(f"trial {trial.number} failed: {e}")
+            self.fail(study, trial, str(e))
             return None
         except KeyboardInterrupt:
-            trial.set_user_attr("status", "interrupted")
-            trial.set_user_attr("failure_reason", "interrupted by the user")
-            study.tell(trial, state=TrialState.FAIL)
+            self.fail(study, trial, "interrupted by the user", "interrupted")
             raise
-        rec = {**rec, **res, "status": "trained"}
-        for k, v in res.items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr("status", "trained")
-        for k, v in constraint_values(rec, self.space.budget).items():
-            trial.set_constraint(k, v)
-        study.tell(trial, objective_values(self.space, rec))
-        return rec
+        return self.finish(study, trial, rec, res)
 
     # ------------------------------------------------------------------ references
     def run_references(self, num_classes: int, bar: Any = None) -> int:
@@ -313,16 +322,17 @@ class OptunaSearch:
                 self._emit(bar, self._line(f"ref {name[14:]}", cfg, rec_done))
         return count
 
-    def _emit(self, bar: Any, line: str) -> None:
+    def _emit(self, bar: Any, line: str, count: bool = True) -> None:
         if bar is not None:
             bar.write(line)
-            bar.update(1)
+            if count:
+                bar.update(1)
         else:
             self.log(line)
 
     # ------------------------------------------------------------------ main loop
-    def run(self, num_classes: int) -> SearchSummary:
-        t0 = time.perf_counter()
+    def open(self) -> optuna.Study:
+        """Load (or create) the study with a sampler seeded from the seed, the trial count and the worker."""
         space = self.space
         probe = open_study(space, self.ref)
         fail_stale_trials(probe)
@@ -332,86 +342,107 @@ class OptunaSearch:
         write_run_info(self.ref, {"space": space.path, "objectives": [list(o) for o in space.objectives]})
         study.set_user_attr(f"session_{len(study.trials)}_w{self.worker}",
                             {"sampler_seed": seed, "started": time.time(), "worker": self.worker})
+        self.stats = {"trained": 0, "duplicates": 0, "infeasible": 0, "failed": 0}
+        self._runs = {"infeasible": 0, "dup": 0, "fail": 0}
+        return study
+
+    def next_candidate(self, study: optuna.Study, num_classes: int, bar: Any = None,
+                       wait: bool = True) -> tuple[Any, MobileFormerConfig, dict[str, Any]] | None:
+        """The next architecture to train: ``(trial, config, record)``, or None when the study is done.
+
+        Over-budget, invalid and duplicate samples are told to the study on the way (bounded).
+        """
+        space = self.space
         target = space.search.trials
-        n_refs = len(space.reference_names())
+        runs = self._runs
+        while True:
+            known = evaluated(study)
+            if len(known) + len(in_flight(study, exclude=None)) >= target:
+                if len(known) >= target or not wait:
+                    return None
+                time.sleep(1.0)  # other workers are training the last trials; one may fail
+                fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
+                continue
+            if runs["dup"] >= space.search.max_resample:
+                self.log(f"stopping: the last {runs['dup']} samples were all architectures already evaluated "
+                         "(the space is exhausted or the sampler has converged)")
+                return None
+            trial = study.ask()
+            try:
+                cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
+                fits, cost = within_budget(cfg, space.budget)
+                invalid = None
+            except ConfigError as e:
+                cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
+            if not fits:
+                self.stats["infeasible"] += 1
+                runs["infeasible"] += 1
+                self._tell_infeasible(study, trial, cost, invalid)
+                if runs["infeasible"] >= space.search.max_resample:
+                    fixed = repair(space, trial.params)
+                    if fixed is None:
+                        raise InputError(f"{space.path}: budget: {runs['infeasible']} samples in a row were over "
+                                         "budget and none could be repaired; widen the space or raise the budget")
+                    study.enqueue_trial(fixed, user_attrs={"repaired_from": trial.number})
+                    runs["infeasible"] = 0
+                continue
+            runs["infeasible"] = 0
+            busy = in_flight(study, exclude=trial.number).get(cfg.arch_id)
+            if busy is not None:  # another worker is training this architecture right now
+                trial.set_user_attr("kind", "search")
+                trial.set_user_attr("status", "duplicate_in_flight")
+                trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
+                study.tell(trial, state=TrialState.FAIL)
+                runs["dup"] += 1
+                continue
+            prev = known.get(cfg.arch_id)
+            if prev is not None:
+                self._tell_duplicate(study, trial, cfg, prev)
+                self.stats["duplicates"] += 1
+                runs["dup"] += 1
+                self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)), count=False)
+                continue
+            runs["dup"] = 0
+            return trial, cfg, base_record(cfg, space, "search", cost)
+
+    def count_outcome(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
+                      done: dict[str, Any] | None, bar: Any = None) -> None:
+        """Bookkeeping after a trial: progress line, and the bound on failures in a row."""
+        if done is None:
+            self.stats["failed"] += 1
+            self._runs["fail"] += 1
+            if self._runs["fail"] >= self.space.search.max_failures:
+                reason = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("failure_reason")
+                raise InputError(f"{self.space.path}: search.max_failures: {self._runs['fail']} trials in a row "
+                                 f"failed (last: {reason}); check the evaluation settings")
+            return
+        self._runs["fail"] = 0
+        self.stats["trained"] += 1
+        self._emit(bar, self._line(f"#{trial.number}", cfg, done))
+
+    def run(self, num_classes: int) -> SearchSummary:
+        t0 = time.perf_counter()
+        space = self.space
+        study = self.open()
+        target = space.search.trials
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            ref_done = 0
-            bar = tqdm(total=target + n_refs, initial=min(target, len(evaluated(study))) + ref_done,
+            bar = tqdm(total=target + len(space.reference_names()), initial=min(target, len(evaluated(study))),
                        desc=space.name, unit="trial", dynamic_ncols=True, file=sys.stderr)
-        refs = self.run_references(num_classes, bar) if self.with_references else 0
-        stats = {"trained": 0, "duplicates": 0, "infeasible": 0, "failed": 0}
-        known = evaluated(study)
-        infeasible_run = dup_run = fail_run = 0
         try:
-            while True:
-                known = evaluated(study)
-                if len(known) + len(in_flight(study, exclude=None)) >= target:
-                    if len(known) >= target:
-                        break
-                    time.sleep(1.0)  # other workers are training the last trials; one may fail
-                    fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
-                    continue
-                if dup_run >= space.search.max_resample:
-                    self.log(f"stopping: the last {dup_run} samples were all architectures already evaluated "
-                             "(the space is exhausted or the sampler has converged)")
-                    break
-                trial = study.ask()
-                try:
-                    cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
-                    fits, cost = within_budget(cfg, space.budget)
-                    invalid = None
-                except ConfigError as e:
-                    cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
-                if not fits:
-                    stats["infeasible"] += 1
-                    infeasible_run += 1
-                    self._tell_infeasible(study, trial, cost, invalid)
-                    if infeasible_run >= space.search.max_resample:
-                        fixed = repair(space, trial.params)
-                        if fixed is None:
-                            raise InputError(f"{space.path}: budget: {infeasible_run} samples in a row were over "
-                                             "budget and none could be repaired; widen the space or raise the budget")
-                        study.enqueue_trial(fixed, user_attrs={"repaired_from": trial.number})
-                        infeasible_run = 0
-                    continue
-                infeasible_run = 0
-                busy = in_flight(study, exclude=trial.number).get(cfg.arch_id)
-                if busy is not None:  # another worker is training this architecture right now
-                    trial.set_user_attr("kind", "search")
-                    trial.set_user_attr("status", "duplicate_in_flight")
-                    trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
-                    study.tell(trial, state=TrialState.FAIL)
-                    dup_run += 1
-                    continue
-                prev = known.get(cfg.arch_id)
-                if prev is not None:
-                    self._tell_duplicate(study, trial, cfg, prev)
-                    stats["duplicates"] += 1
-                    dup_run += 1
-                    self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)))
-                    continue
-                dup_run = 0
-                rec = base_record(cfg, space, "search", cost)
+            refs = self.run_references(num_classes, bar) if self.with_references else 0
+            while (cand := self.next_candidate(study, num_classes, bar)) is not None:
+                trial, cfg, rec = cand
                 done = self._train_trial(study, trial, cfg, rec)
-                if done is None:
-                    stats["failed"] += 1
-                    fail_run += 1
-                    if fail_run >= space.search.max_failures:
-                        reason = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("failure_reason")
-                        raise InputError(f"{space.path}: search.max_failures: {fail_run} trials in a row failed "
-                                         f"(last: {reason}); check the evaluation settings")
-                    continue
-                fail_run = 0
-                stats["trained"] += 1
-                self._emit(bar, self._line(f"#{trial.number}", cfg, done))
+                self.count_outcome(study, trial, cfg, done, bar)
         finally:
             if bar is not None:
                 bar.close()
-        return SearchSummary(space.name, len(evaluated(study)), stats["trained"], stats["duplicates"],
-                             stats["infeasible"], stats["failed"], refs, time.perf_counter() - t0)
+        st = self.stats
+        return SearchSummary(space.name, len(evaluated(study)), st["trained"], st["duplicates"],
+                             st["infeasible"], st["failed"], refs, time.perf_counter() - t0)
 
     def _tell_infeasible(self, study: optuna.Study, trial: optuna.Trial, cost: dict[str, int],
                          invalid: str | None) -> None:

@@ -29,7 +29,7 @@ STAGE_KNOBS = ("out", "depth", "e1", "stride", "down_e1", "down_e2")
 DIST_KEYS = ("choice", "int", "float")
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
 SAMPLERS = ("random", "tpe", "nsga2", "grid", "bruteforce")
-ENGINES = ("optuna",)
+ENGINES = ("optuna", "ray")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 MAX_TRIALS = 100_000
 
@@ -106,6 +106,11 @@ class Search:
     max_failures: int = 5
     startup_trials: int = 8
     population_size: int = 8
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    asha: bool = True
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,19 @@ def _parse_search(ctx: _Ctx, raw: Any) -> Search:
     for k, (lo, hi) in limits.items():
         if k in d:
             kw[k] = _int(ctx, d[k], f"search.{k}", lo, hi)
+    if "address" in d:
+        a = d["address"]
+        if a is not None and (not isinstance(a, str) or not re.fullmatch(r"auto|local|(ray://)?[\w.-]+:\d+", a)):
+            raise ctx.err("search.address", "must be auto, local, host:port or ray://host:port")
+        kw["address"] = a
+    if "cpus_per_trial" in d:
+        kw["cpus_per_trial"] = _float(ctx, d["cpus_per_trial"], "search.cpus_per_trial", 0.01, 1024)
+    if "gpus_per_trial" in d:
+        kw["gpus_per_trial"] = _float(ctx, d["gpus_per_trial"], "search.gpus_per_trial", 0.0, 64)
+    if "max_concurrent" in d:
+        kw["max_concurrent"] = _int(ctx, d["max_concurrent"], "search.max_concurrent", 1, 100000, optional=True)
+    if "asha" in d:
+        kw["asha"] = _bool(ctx, d["asha"], "search.asha")
     if "reference_models" in d:
         r = d["reference_models"]
         if isinstance(r, bool):
@@ -463,21 +481,33 @@ def _parse_storage(ctx: _Ctx, raw: Any) -> str | None:
     return raw
 
 
+def parse_name(ctx: _Ctx, data: dict, path: str | Path) -> str:
+    """The ``name`` field (default: the file's stem); it names a run directory."""
+    name = data.get("name", Path(path).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise ctx.err("name", "must be 1-64 letters, digits, '_', '.', '-' (it names the run directory)")
+    return name
+
+
+def parse_base(ctx: _Ctx, data: dict) -> str:
+    """The ``base`` preset (default mobile_former_294m)."""
+    base = data.get("base", "mobile_former_294m")
+    if base not in list_models():
+        raise ctx.err("base", f"unknown preset {base!r}; known: {', '.join(list_models())}")
+    return base
+
+
 def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space:
     ctx = _Ctx(path, lines)
     if not isinstance(data, dict):
         raise ctx.err("file", f"a space file must be a mapping at the top level, got {_type_name(data)}")
     top = ("name", "description", "base", "space", "budget", "objectives", "evaluation", "search", "storage")
     _no_unknown(ctx, data, top, "")
-    name = data.get("name", Path(path).stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise ctx.err("name", "must be 1-64 letters, digits, '_', '.', '-' (it names the run directory)")
+    name = parse_name(ctx, data, path)
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ctx.err("description", "must be text")
-    base = data.get("base", "mobile_former_294m")
-    if base not in list_models():
-        raise ctx.err("base", f"unknown preset {base!r}; known: {', '.join(list_models())}")
+    base = parse_base(ctx, data)
     base_cfg = get_config(base)
     knobs, lite, stages = _parse_space(ctx, data.get("space"), base_cfg)
     budget = _parse_budget(ctx, data.get("budget"))

@@ -1,0 +1,138 @@
+"""The Ray Tune engine (the only module that talks to Ray).
+
+Ray Tune runs the trials (local or existing cluster, per-trial CPUs / fractional GPUs, ASHA
+early stopping on accuracy); the proposals and the records come from the same Optuna study as
+the Optuna engine: :class:`StoreSearcher` asks it for budget-checked, de-duplicated candidates
+and tells it the results, so a study can be continued by either engine. (Ray's own
+``OptunaSearch`` passes only objective values and keeps an in-memory study; this searcher keeps
+the constraints and the full records in the persistent store.)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.train import StopTrial, TrialFailed
+from ..models import MobileFormerConfig
+from ..space import Space
+from ..store import StudyRef
+from .objective import evaluate
+from .optuna_engine import OptunaSearch, SearchSummary, evaluated
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """Runs in a Ray worker: a pure evaluation that reports once per epoch."""
+    from ray import tune
+
+    cfg = MobileFormerConfig.from_dict(config["arch"])
+    space: Space = config["space"]
+    if config.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(config["threads"]))
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "done": False})
+
+    try:
+        res = evaluate(cfg, space, report)
+    except TrialFailed as e:
+        tune.report({"failed": str(e), "val_acc": float("nan"), "epoch": 0})
+        return
+    except StopTrial:
+        return
+    tune.report({"final": res, "val_acc": res["accuracy"], "epoch": len(res["history"])})
+
+
+def _searcher_class() -> type:
+    from ray.tune.search import Searcher
+
+    class StoreSearcher(Searcher):
+        """Proposes candidates from the mfsearch study and records every result in it."""
+
+        def __init__(self, engine: OptunaSearch, num_classes: int, to_launch: int) -> None:
+            super().__init__(metric="val_acc", mode="max")
+            self.engine = engine
+            self.num_classes = num_classes
+            self.study = engine.open()
+            self.live: dict[str, tuple[Any, MobileFormerConfig, dict[str, Any], list]] = {}
+            self.to_launch = to_launch
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.to_launch <= 0:
+                return Searcher.FINISHED
+            cand = self.engine.next_candidate(self.study, self.num_classes, wait=False)
+            if cand is None:
+                return Searcher.FINISHED
+            trial, cfg, rec = cand
+            rec["engine"] = "ray"
+            self.engine.begin(trial, rec)
+            self.live[trial_id] = (trial, cfg, rec, [])
+            self.to_launch -= 1
+            return {"arch": cfg.to_dict(), "trial_number": trial.number}
+
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+            if trial_id in self.live and "epoch" in result and "final" not in result and "failed" not in result:
+                trial, _, _, hist = self.live[trial_id]
+                hist.append({k: result[k] for k in ("epoch", "val_acc", "train_loss", "train_s", "lr") if k in result})
+                trial.set_user_attr("history", hist)
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            if trial_id not in self.live:
+                return
+            trial, cfg, rec, hist = self.live.pop(trial_id)
+            result = result or {}
+            if error or "failed" in result:
+                self.engine.fail(self.study, trial, result.get("failed") or "the Ray trial raised an error")
+                self.engine.count_outcome(self.study, trial, cfg, None)
+                return
+            if "final" in result:
+                res = dict(result["final"])
+            else:  # stopped early by ASHA: the last reported epoch is the result
+                res = {"accuracy": result.get("val_acc", 0.0), "history": hist, "stopped_early": True,
+                       "train_s": sum(h.get("train_s", 0.0) for h in hist), "total_s": result.get("time_total_s")}
+            res["ray_trial_id"] = trial_id
+            done = self.engine.finish(self.study, trial, rec, res)
+            self.engine.count_outcome(self.study, trial, cfg, done)
+
+    return StoreSearcher
+
+
+def run_ray(space: Space, ref: StudyRef, num_classes: int, address: str | None = None, cpus_per_trial: float = 1.0,
+            gpus_per_trial: float = 0.0, max_concurrent: int | None = None, asha: bool = True,
+            log: Any = print) -> SearchSummary:
+    """Run the study's remaining trials on Ray Tune; results land in the same store."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    t0 = time.perf_counter()
+    engine = OptunaSearch(space, ref, log=log, progress=False, worker=7)
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        else:
+            ray.init(log_to_driver=False, include_dashboard=False, num_cpus=None)
+    refs = engine.run_references(num_classes) if space.reference_names() else 0
+    study = engine.open()
+    remaining = max(0, space.search.trials - len(evaluated(study)))
+    searcher = _searcher_class()(engine, num_classes, remaining + space.search.max_failures)
+    scheduler = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=space.evaluation.epochs,
+                              grace_period=1, reduction_factor=2) if asha and space.evaluation.epochs > 1 else None
+    threads = max(1, int(cpus_per_trial))
+    trainable = tune.with_resources(tune.with_parameters(_trainable), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"space": space, "threads": threads},
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                    max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(name=space.name, storage_path=str(Path(ref.run_dir).resolve() / "ray"),
+                                  verbose=0),
+    )
+    if remaining > 0:
+        tuner.fit()
+    st = engine.stats
+    return SearchSummary(space.name, len(evaluated(engine.open())), st["trained"], st["duplicates"],
+                         st["infeasible"], st["failed"], refs, time.perf_counter() - t0)
