@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import statistics
 import time
 from dataclasses import dataclass
