@@ -127,7 +127,7 @@ def run_ray(space: Space, ref: StudyRef, num_classes: int, address: str | None =
         trainable,
         param_space={"space": space, "threads": threads},
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                    max_concurrent_trials=max_concurrent),
+                                    max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=space.name, storage_path=str(Path(ref.run_dir).resolve() / "ray"),
                                   verbose=0),
     )
