@@ -72,7 +72,7 @@ def test_summarise_pairs_by_seed_and_compares_with_paper(tmp_path):
     assert rows["b"]["ours"] == "down" and rows["b"]["paper_direction"] == "down" and rows["b"]["agree"] is True
     assert rows["c"]["ours"] == "same" and rows["c"]["agree"] is True
     assert rows["a"]["std"] == pytest.approx(1.0)
-    assert "2/2" in summary_markdown(list(rows.values()))
+    assert "(2 arms): 2 agree, 0 contradict, 0 inconclusive" in summary_markdown(list(rows.values()))
 
 
 @pytest.mark.parametrize("text,pattern", [

@@ -132,6 +132,7 @@ def test_postgres_going_away_mid_study(tmp_path, postgres):
     time.sleep(4)
     postgres.start()
     out, err = proc.communicate(timeout=600)
+    print(f"search exit code after the outage: {proc.returncode}; stderr tail: {err.strip()[-300:]}")
     # either it rode out the outage (retries), or it stopped with one clear line: never a traceback
     assert proc.returncode in (0, 2), err[-2000:]
     assert "Traceback" not in err and PASSWORD not in out + err

@@ -61,4 +61,4 @@ def tiny_ablation(tmp_path):
 def test_ablation_notebook(tiny_ablation):
     nb = execute("ablations.ipynb", {"MFSEARCH_NOTEBOOK_ABLATIONS": str(tiny_ablation)})
     text = json.dumps([c.get("outputs") for c in nb.cells])
-    assert "nbabl" in text and "Agreement with the paper" in text
+    assert "nbabl" in text and "Where the paper gives a direction" in text

@@ -241,6 +241,18 @@ def direction_of(diff: float, ci: tuple[float, float]) -> str:
     return "same"
 
 
+def _agreement(paper: str | None, ours: str) -> bool | None:
+    """True: same direction; False: a significant opposite (or a significant effect where the paper
+    sees none); None: no paper direction, or ours is inconclusive (the CI includes 0)."""
+    if paper is None:
+        return None
+    if paper == ours:
+        return True
+    if ours == "same":
+        return None
+    return False
+
+
 def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-arm statistics; differences are paired by seed against the baseline arm."""
     eval_id = exp.evaluation.eval_id()
@@ -266,7 +278,7 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
         paper_dir = exp.paper_direction.get(arm.name)
         if paper_dir is None and paper_diff is not None and arm.name != exp.baseline:
             paper_dir = "up" if paper_diff > 0 else "down" if paper_diff < 0 else "same"
-        agree = None if paper_dir is None or arm.name == exp.baseline else (paper_dir == ours)
+        agree = _agreement(paper_dir, ours) if arm.name != exp.baseline else None
         rows.append({
             "experiment": exp.name, "arm": arm.name, "baseline": arm.name == exp.baseline, **meta[arm.name],
             "seeds": len(vals), "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
@@ -290,7 +302,7 @@ def report_markdown(exp: Experiment, rows: list[dict[str, Any]], wall_s: float |
         diff = "-" if r["baseline"] else f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         pt = "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}"
         pd_ = "-" if r["paper_diff"] is None or r["baseline"] else f"{r['paper_diff']:+.1f}"
-        agree = "-" if r["agree"] is None else ("yes" if r["agree"] else "no")
+        agree = _agree_label(r)
         lines.append(f"| {r['arm']} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} | {r['mean']:.2f} +/- "
                      f"{r['std']:.2f} (n={r['seeds']}) | {diff} | {r['ours']} | {pt} | {pd_} | "
                      f"{r['paper_direction'] or '-'} | {agree} |")
@@ -341,21 +353,29 @@ def collect_reports(root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _agree_label(r: dict[str, Any]) -> str:
+    if r["paper_direction"] is None or r["baseline"]:
+        return "-"
+    return {True: "yes", False: "no"}.get(r["agree"], "inconclusive")
+
+
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     """One table over all ablations: our direction vs the paper's, and whether they agree."""
     lines = ["| experiment | arm | proxy diff vs baseline [95% CI] | ours | paper | agree |",
              "|---|---|---:|---|---|---|"]
-    n_cmp = n_agree = 0
+    n_cmp = n_agree = n_contra = 0
     for r in rows:
         if r["baseline"]:
             continue
-        agree = "-" if r["agree"] is None else ("yes" if r["agree"] else "no")
-        if r["agree"] is not None:
+        agree = _agree_label(r)
+        if r["paper_direction"] is not None:
             n_cmp += 1
-            n_agree += bool(r["agree"])
+            n_agree += r["agree"] is True
+            n_contra += r["agree"] is False
         paper = r["paper_direction"] or "no number (hypothesis)"
         lines.append(f"| {r['experiment']} | {r['arm']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
                      f"| {r['ours']} | {paper} | {agree} |")
     lines.append("")
-    lines.append(f"Agreement with the paper where it gives a direction: {n_agree}/{n_cmp}.")
+    lines.append(f"Where the paper gives a direction ({n_cmp} arms): {n_agree} agree, {n_contra} contradict, "
+                 f"{n_cmp - n_agree - n_contra} inconclusive (our 95% CI includes 0).")
     return "\n".join(lines) + "\n"
