@@ -46,6 +46,10 @@ def _trainable(config: dict[str, Any]) -> None:
     tune.report({"final": res, "val_acc": res["accuracy"], "epoch": len(res["history"])})
 
 
+def _epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("epoch", "val_acc", "train_loss", "train_s", "lr") if k in result}
+
+
 def _searcher_class() -> type:
     from ray.tune.search import Searcher
 
@@ -76,7 +80,7 @@ def _searcher_class() -> type:
         def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
             if trial_id in self.live and "epoch" in result and "final" not in result and "failed" not in result:
                 trial, _, _, hist = self.live[trial_id]
-                hist.append({k: result[k] for k in ("epoch", "val_acc", "train_loss", "train_s", "lr") if k in result})
+                hist.append(_epoch_metrics(result))
                 trial.set_user_attr("history", hist)
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -91,6 +95,9 @@ def _searcher_class() -> type:
             if "final" in result:
                 res = dict(result["final"])
             else:  # stopped early by ASHA: the last reported epoch is the result
+                last = _epoch_metrics(result)
+                if last.get("epoch") and not any(h.get("epoch") == last["epoch"] for h in hist):
+                    hist.append(last)  # Tune may hand the last result only to on_trial_complete
                 res = {"accuracy": result.get("val_acc", 0.0), "history": hist, "stopped_early": True,
                        "train_s": sum(h.get("train_s", 0.0) for h in hist), "total_s": result.get("time_total_s")}
             res["ray_trial_id"] = trial_id
