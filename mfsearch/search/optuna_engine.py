@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,7 +32,17 @@ from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
 from ..space.sample import knob_names
 from ..space.spec import Dist
-from ..store import Retrying, StorageError, StudyRef, fail_stale_trials, open_storage, redact, write_run_info
+from ..store import (
+    TRANSIENT_WINDOW_S,
+    Retrying,
+    StorageError,
+    StudyRef,
+    _transient,
+    fail_stale_trials,
+    open_storage,
+    redact,
+    write_run_info,
+)
 from ..yamlio import InputError
 from .objective import base_record, evaluate, objective_values
 
@@ -122,6 +134,69 @@ def constraint_dict(t: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+
+
+class claim_lock:  # noqa: N801 - a context manager
+    """Serialises "count, sample, mark training" between workers so a study never overshoots.
+
+    A file lock next to a journal / SQLite file (workers on one machine); a PostgreSQL advisory
+    lock for a database shared by several machines; nothing for other storages.
+    """
+
+    def __init__(self, ref: StudyRef, study: Any) -> None:
+        self.ref = ref
+        self.study = study
+        self.fh: Any = None
+        self.conn: Any = None
+
+    def __enter__(self) -> claim_lock:
+        url = self.ref.storage
+        if url.startswith("postgresql"):
+            import sqlalchemy
+
+            self._key = int.from_bytes(hashlib.sha256(self.ref.name.encode()).digest()[:7], "big")
+            storage = self.study._storage
+            engine = getattr(storage, "_backend", storage).engine
+            deadline = time.monotonic() + TRANSIENT_WINDOW_S
+            while True:  # the database may be away for a while: retry like every storage call
+                try:
+                    self.conn = engine.connect()
+                    self.conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                    break
+                except Exception as e:  # noqa: BLE001 - classified just below
+                    if self.conn is not None:
+                        self.conn.close()
+                        self.conn = None
+                    if not _transient(e) or time.monotonic() > deadline:
+                        raise StorageError(f"storage {redact(url)}: cannot take the claim lock "
+                                           f"({type(e).__name__}); stored trials are safe: run the same "
+                                           "command again once the database is back") from None
+                    time.sleep(2.0)
+        elif url.startswith(("journal:", "sqlite:")) or url.endswith(".log"):
+            import fcntl
+
+            path = Path(self.ref.run_dir) / ".claim.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a+")  # noqa: SIM115 - closed in __exit__
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+        if self.conn is not None:
+            import sqlalchemy
+
+            try:
+                self.conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            except Exception as e:  # noqa: BLE001 - a dropped session has released its locks already
+                if not _transient(e):
+                    raise
+            finally:
+                self.conn.close()
 
 
 def in_flight(study: optuna.Study, exclude: int | None) -> dict[str, int]:
@@ -278,8 +353,7 @@ class OptunaSearch:
 
     def _train_trial(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
                      rec: dict[str, Any]) -> dict[str, Any] | None:
-        """Train and tell; returns the finished record, or None when the trial failed."""
-        self.begin(trial, rec)
+        """Train and tell (the trial was claimed with :meth:`begin`); the record, or None on failure."""
         history: list[dict[str, float]] = []
 
         def report(step: int, metrics: dict[str, float]) -> None:
@@ -316,6 +390,7 @@ class OptunaSearch:
             cfg = get_config(name).replace(num_classes=num_classes)
             trial = study.ask()
             rec = {**base_record(cfg, self.space, "reference"), "name": name}
+            self.begin(trial, rec)
             rec_done = self._train_trial(study, trial, cfg, rec)
             if rec_done is not None:
                 count += 1
@@ -352,17 +427,25 @@ class OptunaSearch:
 
         Over-budget, invalid and duplicate samples are told to the study on the way (bounded).
         """
+        while True:
+            with claim_lock(self.ref, study):
+                out = self._next_locked(study, num_classes, bar)
+            if out != "wait":
+                return out
+            if not wait:
+                return None
+            time.sleep(1.0)  # other workers are training the last trials; one may fail
+            fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
+
+    def _next_locked(self, study: optuna.Study, num_classes: int, bar: Any) -> Any:
+        """Under the claim lock: sample until a candidate is found and marked ``training``."""
         space = self.space
         target = space.search.trials
         runs = self._runs
         while True:
             known = evaluated(study)
             if len(known) + len(in_flight(study, exclude=None)) >= target:
-                if len(known) >= target or not wait:
-                    return None
-                time.sleep(1.0)  # other workers are training the last trials; one may fail
-                fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
-                continue
+                return None if len(known) >= target else "wait"
             if runs["dup"] >= space.search.max_resample:
                 self.log(f"stopping: the last {runs['dup']} samples were all architectures already evaluated "
                          "(the space is exhausted or the sampler has converged)")
@@ -403,7 +486,9 @@ class OptunaSearch:
                 self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)), count=False)
                 continue
             runs["dup"] = 0
-            return trial, cfg, base_record(cfg, space, "search", cost)
+            rec = base_record(cfg, space, "search", cost)
+            self.begin(trial, rec)  # claimed: other workers now count it as in flight
+            return trial, cfg, rec
 
     def count_outcome(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
                       done: dict[str, Any] | None, bar: Any = None) -> None:

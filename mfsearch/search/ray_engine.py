@@ -72,7 +72,7 @@ def _searcher_class() -> type:
                 return Searcher.FINISHED
             trial, cfg, rec = cand
             rec["engine"] = "ray"
-            self.engine.begin(trial, rec)
+            trial.set_user_attr("engine", "ray")
             self.live[trial_id] = (trial, cfg, rec, [])
             self.to_launch -= 1
             return {"arch": cfg.to_dict(), "trial_number": trial.number}
