@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -49,6 +50,7 @@ class PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "mf", "--pwfile", str(pwfile), "-A", "scram-sha-256",
                   "--no-sync", "-E", "UTF8")
         self.start()
+        atexit.register(self.close)  # also when a test run is interrupted before the fixture's teardown
         env = dict(os.environ, PGPASSWORD=PASSWORD)
         subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mf", "mfsearch"],
                        check=True, env=env, capture_output=True, timeout=60)
@@ -68,6 +70,8 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def close(self) -> None:
+        if not self.root.exists():
+            return
         try:
             self.stop()
         except subprocess.CalledProcessError:
