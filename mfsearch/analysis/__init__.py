@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..store import trial_constraints
+
 OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params"}
 
 
@@ -36,7 +38,7 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             "total_s": ua.get("total_s"),
             "seed": ua.get("seed"),
             "eval_id": ua.get("eval_id", ""),
-            "feasible": bool(t.state.name == "COMPLETE" and all(c <= 0 for c in _constraints(t))),
+            "feasible": bool(t.state.name == "COMPLETE" and all(c <= 0 for c in trial_constraints(t))),
             "duplicate_of": ua.get("duplicate_of"),
             "failure_reason": ua.get("failure_reason", ""),
             "config": json.dumps(ua.get("config")) if ua.get("config") else "",
@@ -49,11 +51,6 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             row[f"p.{k}"] = v
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _constraints(t: Any) -> list[float]:
-    c = t.constraints
-    return list(c.values()) if isinstance(c, dict) else list(c or [])
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ final metrics. A loss that becomes NaN/inf raises :class:`TrialFailed` with the 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,6 +194,3 @@ def train_and_evaluate(
                 break
     return res
 
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

@@ -7,7 +7,6 @@ returns as the trial record, so a study can be continued by either.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
@@ -69,5 +68,3 @@ def objective_values(space: Space, record: dict[str, Any]) -> list[float]:
     """The objective vector of a record, in the space's objective order."""
     return [float(record[name]) for name, _ in space.objectives]
 
-
-Callback = Callable[[int, dict[str, float]], None]

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
-from ..space.sample import knob_names
+from ..space.sample import knob_dists
 from ..space.spec import Dist
 from ..store import (
     TRANSIENT_WINDOW_S,
@@ -41,6 +41,7 @@ from ..store import (
     fail_stale_trials,
     open_storage,
     redact,
+    trial_constraints,
     write_run_info,
 )
 from ..yamlio import InputError
@@ -122,14 +123,7 @@ def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler
 
 
 def _feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and all(c <= 0 for c in constraint_dict(t).values())
-
-
-def constraint_dict(t: optuna.trial.FrozenTrial) -> dict[str, float]:
-    c = t.constraints
-    if isinstance(c, dict):
-        return c
-    return {str(i): v for i, v in enumerate(c or [])}
+    return t.state == TrialState.COMPLETE and all(c <= 0 for c in trial_constraints(t))
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -248,7 +242,7 @@ def evaluated(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
 
 def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
     """Lower knobs greedily (largest MAC saving first) until the config fits; bounded steps."""
-    dists = _dists(space)
+    dists = knob_dists(space)
     cur = dict(params)
 
     def cost(p: dict[str, Any]) -> float:
@@ -276,21 +270,6 @@ def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
             return None
         c0, cur = best
     return cur if c0 < 0 else None
-
-
-def _dists(space: Space) -> dict[str, Dist]:
-    out: dict[str, Dist] = {}
-    for k, v in space.knobs.items():
-        if isinstance(v, Dist):
-            out[k] = v
-    for k, v in (space.lite or {}).items():
-        if isinstance(v, Dist):
-            out[f"lite.{k}"] = v
-    for i, st in enumerate(space.stages or ()):
-        for k, v in st.items():
-            if isinstance(v, Dist):
-                out[f"stages.{i}.{k}"] = v
-    return out
 
 
 def _lower(d: Dist, v: Any) -> Any:
@@ -556,6 +535,3 @@ class OptunaSearch:
             trial.set_constraint(k, v)
         study.tell(trial, list(prev.values))
 
-
-def knob_summary(space: Space) -> str:
-    return ", ".join(knob_names(space))

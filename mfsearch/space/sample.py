@@ -137,20 +137,15 @@ def check_space_buildable(space: Space) -> tuple[str, str] | None:
     return ("space", f"no sampled config can be built ({e.field}: {e.rule})")
 
 
+def knob_dists(space: Space) -> dict[str, Dist]:
+    """The knobs a sampler sees (parameter name -> distribution), in file order."""
+    out = {k: v for k, v in space.knobs.items() if isinstance(v, Dist)}
+    out.update({f"lite.{k}": v for k, v in (space.lite or {}).items() if isinstance(v, Dist)})
+    for i, st in enumerate(space.stages or ()):
+        out.update({f"stages.{i}.{k}": v for k, v in st.items() if isinstance(v, Dist)})
+    return out
+
+
 def knob_names(space: Space) -> list[str]:
     """Names of the parameters a sampler sees, in file order."""
-    from .spec import Dist as _D
-
-    names = [k for k, v in space.knobs.items() if isinstance(v, _D)]
-    names += [f"lite.{k}" for k, v in (space.lite or {}).items() if isinstance(v, _D)]
-    for i, st in enumerate(space.stages or ()):
-        names += [f"stages.{i}.{k}" for k, v in st.items() if isinstance(v, _D)]
-    return names
-
-
-def config_valid(cfg_fn: Callable[[], MobileFormerConfig]) -> tuple[MobileFormerConfig | None, str | None]:
-    """Run a config factory; ``(config, None)`` or ``(None, "field: rule")``."""
-    try:
-        return cfg_fn(), None
-    except ConfigError as e:
-        return None, str(e)
+    return list(knob_dists(space))

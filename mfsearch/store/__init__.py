@@ -89,6 +89,12 @@ def worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def trial_constraints(t: Any) -> list[float]:
+    """A trial's constraint values (Optuna 5 keeps them by name; older versions as a list)."""
+    c = t.constraints
+    return list(c.values()) if isinstance(c, dict) else list(c or [])
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
