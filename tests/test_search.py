@@ -230,3 +230,19 @@ def test_single_objective_tpe(tmp_path):
     assert len(study.directions) == 1
     best = max((t for t in study.trials if t.user_attrs.get("status") == "trained"), key=lambda t: t.values[0])
     assert best.values == [best.user_attrs["accuracy"]]
+
+
+def test_a_trial_between_status_and_tell_still_counts_as_claimed():
+    """A worker writes ``status: trained`` just before ``tell``: another worker counting then must not overshoot."""
+    from mfsearch.search.optuna_engine import in_flight
+
+    study = optuna.create_study()
+    claimed = study.ask()
+    claimed.set_user_attr("arch_id", "a" * 16)
+    claimed.set_user_attr("status", "training")
+    told_soon = study.ask()
+    told_soon.set_user_attr("arch_id", "b" * 16)
+    told_soon.set_user_attr("status", "trained")
+    study.ask()  # asked but not claimed yet: no arch_id
+    assert in_flight(study, exclude=None) == {"a" * 16: claimed.number, "b" * 16: told_soon.number}
+    assert in_flight(study, exclude=claimed.number) == {"b" * 16: told_soon.number}

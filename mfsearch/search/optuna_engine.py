@@ -194,9 +194,14 @@ class claim_lock:  # noqa: N801 - a context manager
 
 
 def in_flight(study: optuna.Study, exclude: int | None) -> dict[str, int]:
-    """arch_id -> trial number of the search trials being trained right now (by any worker)."""
+    """arch_id -> trial number of the search trials claimed and not yet told (by any worker).
+
+    A trial whose status already reads ``trained`` but which is not told yet still counts: a worker
+    writes the status just before ``tell``, and another worker counting in that gap would overshoot.
+    """
     return {t.user_attrs["arch_id"]: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.user_attrs.get("status") == "training" and t.number != exclude and "arch_id" in t.user_attrs}
+            if t.user_attrs.get("status") in ("training", "trained") and t.number != exclude
+            and "arch_id" in t.user_attrs}
 
 
 class heartbeat:  # noqa: N801 - used as a context manager
