@@ -93,3 +93,40 @@ def test_create_model_overrides_and_dict():
     assert d["num_tokens"] == 4
     m2 = mfsearch.create_model(mfsearch.get_config("mobile_former_96m").to_dict(), num_classes=3)
     assert m2.cfg.arch_id == mfsearch.get_config("mobile_former_96m").arch_id
+
+
+FAST_CASES = [mfsearch.get_config(n) for n in mfsearch.list_models()] + [random_config(s) for s in range(6)]
+
+
+@pytest.mark.parametrize("cfg", FAST_CASES, ids=lambda c: c.arch_id)
+def test_fast_kernels_compute_the_plain_function(cfg):
+    """Small-map depthwise path and the DY-ReLU autograd function: same outputs and gradients in float64."""
+    from mfsearch.models.mobile_former import plain_kernels
+
+    torch.manual_seed(0)
+    model = mfsearch.create_model(cfg, num_classes=10, dropout=0.0).double()
+    params = list(model.parameters())
+    for size in (32, 64):
+        x = torch.randn(3, 3, size, size, dtype=torch.float64, requires_grad=True)
+        for train in (True, False):
+            model.train(train)
+            fast = model(x)
+            fast_grads = torch.autograd.grad(fast.square().sum(), [x, *params], allow_unused=True)
+            with plain_kernels():
+                plain = model(x)
+                plain_grads = torch.autograd.grad(plain.square().sum(), [x, *params], allow_unused=True)
+            torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+            for a, b in zip(fast_grads, plain_grads):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * max(1.0, b.abs().max().item()))
+
+
+def test_small_map_depthwise_equals_conv_for_every_shape():
+    from mfsearch.models.mobile_former import depthwise_small
+
+    torch.manual_seed(0)
+    for c, mult, size, stride in [(8, 1, 1, 1), (8, 1, 2, 1), (8, 1, 2, 2), (8, 2, 2, 2), (6, 3, 1, 2), (4, 1, 1, 2)]:
+        conv = torch.nn.Conv2d(c, c * mult, 3, stride, 1, groups=c, bias=True).double()
+        x = torch.randn(2, c, size, size, dtype=torch.float64)
+        torch.testing.assert_close(depthwise_small(x, conv), conv(x), rtol=1e-12, atol=1e-12)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..models import MobileFormer, MobileFormerConfig
 from ..space.spec import Evaluation
@@ -102,8 +102,12 @@ def lr_lambda(total: int, warmup: int, lr: float, min_lr: float) -> Callable[[in
     return f
 
 
+def _autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: TensorLoader, batches: int) -> None:
+def recalibrate_bn(model: nn.Module, loader: TensorLoader, batches: int, dtype: torch.dtype | None = None) -> None:
     """Re-estimate BatchNorm statistics as exact averages over ``batches`` training batches.
 
     Short proxy runs leave running statistics far from the final weights' (momentum 0.1 over
@@ -120,18 +124,21 @@ def recalibrate_bn(model: nn.Module, loader: TensorLoader, batches: int) -> None
     for i, (x, _) in enumerate(loader):
         if i >= batches:
             break
-        model(x)
+        with _autocast(x, dtype):
+            model(x.contiguous(memory_format=torch.channels_last))
     for m, mom in zip(bns, saved):
         m.momentum = mom
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader: TensorLoader) -> float:
+def accuracy(model: nn.Module, loader: TensorLoader, dtype: torch.dtype | None = None) -> float:
     """Top-1 accuracy in percent."""
     model.eval()
     correct = total = 0
     for x, y in loader:
-        correct += (model(x).argmax(1) == y).sum().item()
+        with _autocast(x, dtype):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
     return 100.0 * correct / max(1, total)
 
@@ -139,6 +146,52 @@ def accuracy(model: nn.Module, loader: TensorLoader) -> float:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision setting on a device (None: plain fp32)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def make_optimizer(model: nn.Module, ev: Evaluation, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where the device has one (one update for all parameters)."""
+    groups = param_groups(model, ev.weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=ev.lr, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, ValueError):  # a device without the fused kernel
+        return torch.optim.AdamW(groups, lr=ev.lr, foreach=True)
+
+
+class TrainStep:
+    """One optimisation step: channels_last, autocast, fused AdamW, optional ``torch.compile``."""
+
+    def __init__(self, model: nn.Module, ev: Evaluation, device: torch.device, total: int, warmup: int) -> None:
+        self.model = model.to(device=device, memory_format=torch.channels_last)
+        self.opt = make_optimizer(self.model, ev, device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
+        self.dtype = autocast_dtype(ev.precision, device)
+        self.device = device
+        self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
+        self.forward = torch.compile(self.model) if ev.compile else self.model
+        self.smoothing = ev.label_smoothing
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            return F.cross_entropy(self.forward(x).float(), y, label_smoothing=self.smoothing)
+
+    def backward_step(self, loss: Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        self.sched.step()
 
 
 def train_and_evaluate(
@@ -150,14 +203,12 @@ def train_and_evaluate(
     data = data or proxy_data(ev)
     device = resolve_device(ev.device)
     seed_everything(ev.seed)
-    model = MobileFormer(cfg.replace(num_classes=data.num_classes)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(param_groups(model, ev.weight_decay), lr=ev.lr)
+    model = MobileFormer(cfg.replace(num_classes=data.num_classes))
     steps_per_epoch = len(data.train)
     total = steps_per_epoch * ev.epochs
     warmup = int(round(ev.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
+    trainer = TrainStep(model, ev, device, total, warmup)
+    model, sched = trainer.model, trainer.sched
     res = EvalResult(accuracy=0.0)
     step = 0
     for epoch in range(ev.epochs):
@@ -166,18 +217,15 @@ def train_and_evaluate(
         data.train.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         for x, y in data.train:
-            loss = F.cross_entropy(model(x), y, label_smoothing=ev.label_smoothing)
+            loss = trainer.loss(x, y)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            trainer.backward_step(loss)
             loss_sum += loss.detach()
             step += 1
         t1 = time.perf_counter()
-        recalibrate_bn(model, data.train, ev.bn_recalibration)
-        acc = accuracy(model, data.val)
+        recalibrate_bn(model, data.train, ev.bn_recalibration, trainer.dtype)
+        acc = accuracy(model, data.val, trainer.dtype)
         t2 = time.perf_counter()
         res.train_s += t1 - t0
         res.eval_s += t2 - t1

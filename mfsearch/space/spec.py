@@ -27,6 +27,7 @@ ARCH_KNOBS = tuple(
 LITE_KNOBS = ("out", "e1", "stride")
 STAGE_KNOBS = ("out", "depth", "e1", "stride", "down_e1", "down_e2")
 DIST_KEYS = ("choice", "int", "float")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
 SAMPLERS = ("random", "tpe", "nsga2", "grid", "bruteforce")
 ENGINES = ("optuna", "ray")
@@ -86,12 +87,16 @@ class Evaluation:
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
+    precision: str = "auto"
+    compile: bool = False
 
     def eval_id(self) -> str:
-        """Hash of the settings that change results (not where the data lies, threads or device)."""
+        """Hash of the settings that change results (not where the data lies, threads, device or compile)."""
         d = dataclasses.asdict(self)
-        for k in ("data_root", "threads", "device"):
+        for k in ("data_root", "threads", "device", "compile"):
             d.pop(k)
+        if d["precision"] == "auto":  # ids from before the setting existed stay valid
+            d.pop("precision")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -389,6 +394,10 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
         if not isinstance(dev, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", dev):
             raise ctx.err(f + "device", f"must be cpu, cuda, cuda:N, mps or auto, got {dev!r}")
         kw["device"] = dev
+    if "precision" in d:
+        kw["precision"] = _choice(ctx, d["precision"], f + "precision", PRECISIONS)
+    if "compile" in d:
+        kw["compile"] = _bool(ctx, d["compile"], f + "compile")
     return dataclasses.replace(e, **kw)
 
 
