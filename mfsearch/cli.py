@@ -84,6 +84,17 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     info.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=cmd_info)
+    lat = sub.add_parser("latency", help="batch-1 latency of presets or config files on this machine")
+    lat.add_argument("models", nargs="+", help="preset names or config .yaml files")
+    lat.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    lat.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    lat.add_argument("--runtime", default="auto", help="auto (jit on CPU, eager on CUDA), jit, eager or compile")
+    lat.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
+    lat.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    lat.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    lat.add_argument("--runs", type=int, default=30, help="timed runs; the median is reported (default 30)")
+    lat.add_argument("--json", action="store_true", help="machine-readable output")
+    lat.set_defaults(func=cmd_latency)
     info_models = sub.add_parser("models", help="list the registered presets")
     info_models.set_defaults(func=cmd_models)
     for add in extra:
@@ -98,6 +109,59 @@ def cmd_models(args: argparse.Namespace) -> int:
         cx = complexity(get_config(name))
         paper = PAPER[name]
         print(f"{name:<20} MACs {_fmt_m(cx.macs):>9}  params {_fmt_m(cx.params):>7}  paper top-1 {paper.top1}")
+    return 0
+
+
+def _resolve(spec: str, num_classes: int | None = None) -> object:
+    from .models import ConfigError, resolve_config
+    from .yamlio import InputError
+
+    try:
+        cfg = resolve_config(spec)
+        return cfg.replace(num_classes=num_classes) if num_classes is not None else cfg
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    except InputError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    import re
+
+    from .latency import RUNTIMES, LatencySettings, measure_latency
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", args.device):
+        raise UsageError(f"--device: must be cpu, cuda, cuda:N or auto, got {args.device!r}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: no CUDA device is available on this machine; use --device cpu")
+    for name, v, lo, hi in (("--input-size", args.input_size, 8, 4096), ("--runs", args.runs, 1, 100000),
+                            ("--warmup", args.warmup, 0, 100000), ("--batch", args.batch, 1, 4096),
+                            ("--threads", args.threads or 1, 1, 1024)):
+        if not lo <= v <= hi:
+            raise UsageError(f"{name}: must be in [{lo}, {hi}], got {v}")
+    if args.runtime not in (*RUNTIMES, "auto"):
+        raise UsageError(f"--runtime: choose one of auto, {', '.join(RUNTIMES)}")
+    settings = LatencySettings(device=args.device, threads=args.threads, runtime=args.runtime,
+                               input_size=args.input_size, batch=args.batch, warmup=args.warmup, runs=args.runs)
+    rows = []
+    for spec in args.models:
+        cfg = _resolve(spec)
+        lat = measure_latency(cfg, settings)
+        rows.append({"model": cfg.name or spec, "arch_id": cfg.arch_id, **lat.to_dict()})
+        if not args.json:
+            if len(rows) == 1:
+                print(f"{lat.device}, runtime {lat.runtime}, batch {lat.batch}, {lat.input_size}x{lat.input_size}, "
+                      f"median of {lat.runs} runs after {settings.warmup} warm-up, torch {lat.torch}")
+                print(f"{'model':<28}{'median ms':>11}{'p10':>9}{'p90':>9}{'build s':>9}")
+            print(f"{rows[-1]['model']:<28}{lat.median_ms:>11.2f}{lat.p10_ms:>9.2f}{lat.p90_ms:>9.2f}{lat.build_s:>9.1f}",
+                  flush=True)
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     return 0
 
 

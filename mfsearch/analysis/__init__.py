@@ -12,7 +12,11 @@ import pandas as pd
 
 from ..store import trial_constraints
 
-OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params"}
+OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params", "latency": "latency_ms",
+                     **{z: z for z in ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")}}
+
+#: measured columns a record may carry (latency, zero-cost scores, their cost)
+MEASURED = ("latency_ms", "synflow", "grad_norm", "snip", "jacob_cov", "naswot", "zero_cost_s")
 
 
 def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
@@ -47,6 +51,11 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             "datetime_start": t.datetime_start,
             "datetime_complete": t.datetime_complete,
         }
+        for k in MEASURED:
+            if k in ua:
+                row[k] = ua[k]
+        if isinstance(ua.get("latency"), dict):
+            row["latency_device"] = ua["latency"].get("device", "")
         for k, v in t.params.items():
             row[f"p.{k}"] = v
         rows.append(row)
@@ -78,7 +87,11 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
     """Feasible, finished, distinct architectures (duplicates collapsed)."""
     if df.empty:
         return df
-    ok = df[df["feasible"] & df["accuracy"].notna()]
+    scored = df["accuracy"].notna()
+    for z in MEASURED[1:-1]:  # a zero-cost search scores instead of training
+        if z in df.columns:
+            scored |= df[z].notna() & df["status"].isin(["trained", "duplicate"])
+    ok = df[df["feasible"] & scored]
     return ok.sort_values("trial").drop_duplicates(subset=["arch_id", "kind"], keep="first")
 
 
@@ -89,7 +102,7 @@ def pareto_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> pd.Da
         return c
     front = c[pareto_mask(_minimised(c, objectives))]
     costs = [n for n, d in objectives if d == "minimize"]
-    return front.sort_values(costs[0] if costs else "accuracy")
+    return front.sort_values(OBJECTIVE_COLUMNS[costs[0]] if costs else OBJECTIVE_COLUMNS[objectives[0][0]])
 
 
 def hypervolume(df: pd.DataFrame, objectives: Sequence[Sequence[str]], reference_point: dict[str, float]) -> float:
@@ -131,13 +144,20 @@ def hypervolume_history(df: pd.DataFrame, objectives: Sequence[Sequence[str]],
 
 
 def front_markdown(front: pd.DataFrame) -> str:
-    """A markdown table of the front (best architectures)."""
-    lines = ["| rank | kind | name / arch_id | MACs (M) | params (M) | accuracy (%) | architecture |",
-             "|---:|---|---|---:|---:|---:|---|"]
-    for i, (_, r) in enumerate(front.sort_values("accuracy", ascending=False).iterrows(), 1):
+    """A markdown table of the front (best architectures), with latency and zero-cost scores when measured."""
+    extra = [c for c in ("latency_ms", "synflow", "grad_norm", "snip", "jacob_cov", "naswot")
+             if c in front.columns and front[c].notna().any()]
+    has_acc = "accuracy" in front.columns and front["accuracy"].notna().any()
+    head = "| rank | kind | name / arch_id | MACs (M) | params (M) | accuracy (%) |"
+    head += "".join(f" {'latency (ms)' if c == 'latency_ms' else c} |" for c in extra) + " architecture |"
+    lines = [head, "|---:|---|---|---:|---:|---:|" + "---:|" * len(extra) + "---|"]
+    order = front.sort_values("accuracy" if has_acc else (extra[-1] if extra else "macs"), ascending=False)
+    for i, (_, r) in enumerate(order.iterrows(), 1):
         label = r["name"] or r["arch_id"]
+        acc = f"{r['accuracy']:.2f}" if has_acc and pd.notna(r["accuracy"]) else "-"
+        cells = "".join(f" {r[c]:.4g} |" if pd.notna(r[c]) else " - |" for c in extra)
         lines.append(f"| {i} | {r['kind']} | {label} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} | "
-                     f"{r['accuracy']:.2f} | {r['summary']} |")
+                     f"{acc} |{cells} {r['summary']} |")
     return "\n".join(lines) + "\n"
 
 

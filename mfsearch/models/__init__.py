@@ -6,6 +6,7 @@ from os import PathLike
 
 from .checkpoint import CheckpointError, load_released_checkpoint, released_key_map
 from .config import BlockConfig, ConfigError, MobileFormerConfig
+from .fuse import inference_model
 from .mobile_former import Complexity, MobileFormer, complexity, count_params
 from .presets import PAPER, get_config, list_models
 
@@ -47,6 +48,6 @@ def create_model(
 
 __all__ = [
     "PAPER", "BlockConfig", "CheckpointError", "Complexity", "ConfigError", "MobileFormer",
-    "MobileFormerConfig", "complexity", "count_params", "create_model", "get_config", "list_models",
+    "MobileFormerConfig", "complexity", "count_params", "create_model", "get_config", "inference_model", "list_models",
     "load_released_checkpoint", "released_key_map", "resolve_config",
 ]

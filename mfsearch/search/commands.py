@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,11 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None)
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df)}
     if out is not None:
         print(front_markdown(front), file=out)
-        print(f"hypervolume {hv:.4f} vs reference point {json.dumps(rp)}", file=out)
+        if math.isnan(hv):
+            print("hypervolume n/a: an objective has no reference point (a zero-cost score, or a cost without "
+                  "a budget)", file=out)
+        else:
+            print(f"hypervolume {hv:.4f} vs reference point {json.dumps(rp)}", file=out)
         print(f"wrote {csv}, {parquet}, {png}, {md}", file=out)
     return info
 

@@ -12,8 +12,30 @@ from typing import Any
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
 from ..models import MobileFormerConfig
 from ..space import Space, within_budget
+from ..space.spec import RECORD_KEY, ZERO_COST
 
-__all__ = ["TrialFailed", "base_record", "evaluate", "objective_values"]
+__all__ = ["OverBudget", "TrialFailed", "base_record", "evaluate", "objective_values", "zero_cost_record"]
+
+
+class OverBudget(Exception):  # noqa: N818 - an outcome, not an error
+    """A measured quantity (latency) is over the budget: the trial is infeasible, not trained."""
+
+    def __init__(self, record: dict[str, Any], reason: str) -> None:
+        super().__init__(reason)
+        self.record = record
+
+
+def zero_cost_record(cfg: MobileFormerConfig, space: Space, names: list[str] | tuple[str, ...],
+                     batch_size: int = 64) -> dict[str, Any]:
+    """Zero-cost proxy scores of ``cfg`` on the first ``batch_size`` training images (seeded)."""
+    from ..evaluation.zero_cost import batch_from, scores
+
+    t0 = time.perf_counter()
+    x, y, num_classes = batch_from(space.evaluation, batch_size)
+    out: dict[str, Any] = dict(scores(cfg.replace(num_classes=num_classes), x, y, tuple(names),
+                                      seed=space.evaluation.seed))
+    out["zero_cost_s"] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 def base_record(cfg: MobileFormerConfig, space: Space, kind: str, cost: dict[str, int] | None = None) -> dict[str, Any]:
@@ -40,11 +62,28 @@ def base_record(cfg: MobileFormerConfig, space: Space, kind: str, cost: dict[str
 
 
 def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None) -> dict[str, Any]:
-    """Train ``cfg`` with the space's evaluation settings; the result part of the record.
+    """Evaluate ``cfg`` as the space asks: latency (if used), zero-cost scores (if objectives), training.
 
-    Raises :class:`TrialFailed` (with the reason) when training cannot finish.
+    Raises :class:`TrialFailed` (with the reason) when training cannot finish, and
+    :class:`OverBudget` (with what was measured) when the latency is over the budget.
     """
     t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    if space.needs_latency:
+        from ..latency import measure_latency
+
+        lat = measure_latency(cfg.replace(num_classes=1000), space.latency, seed=space.evaluation.seed)
+        out["latency_ms"] = lat.median_ms
+        out["latency"] = lat.to_dict()
+        limit = space.budget.latency_ms
+        if limit is not None and lat.median_ms > limit:
+            raise OverBudget(out, f"latency {lat.median_ms:.2f} ms > budget {limit:g} ms ({lat.device})")
+    zc = [n for n, _ in space.objectives if n in ZERO_COST]
+    if zc:
+        out.update(zero_cost_record(cfg, space, zc))
+    if not space.trains:
+        out["total_s"] = round(time.perf_counter() - t0, 3)
+        return out
     try:
         res = train_and_evaluate(cfg, space.evaluation, report)
     except RuntimeError as e:
@@ -53,7 +92,7 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         if "out of memory" in str(e).lower():
             raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
         raise
-    return {
+    out.update({
         "accuracy": res.accuracy,
         "history": res.history,
         "train_s": round(res.train_s, 3),
@@ -61,10 +100,11 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         "total_s": round(time.perf_counter() - t0, 3),
         "steps": res.steps,
         "stopped_early": res.stopped_early,
-    }
+    })
+    return out
 
 
 def objective_values(space: Space, record: dict[str, Any]) -> list[float]:
     """The objective vector of a record, in the space's objective order."""
-    return [float(record[name]) for name, _ in space.objectives]
+    return [float(record[RECORD_KEY.get(name, name)]) for name, _ in space.objectives]
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -31,7 +32,7 @@ from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
 from ..space.sample import knob_dists
-from ..space.spec import Dist
+from ..space.spec import ZERO_COST, Dist
 from ..store import (
     TRANSIENT_WINDOW_S,
     Retrying,
@@ -45,7 +46,7 @@ from ..store import (
     write_run_info,
 )
 from ..yamlio import InputError
-from .objective import base_record, evaluate, objective_values
+from .objective import OverBudget, base_record, evaluate, objective_values, zero_cost_record
 
 Log = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -81,9 +82,12 @@ def study_attrs(space: Space) -> dict[str, Any]:
         ref_point["macs"] = space.budget.macs
     if space.budget.params:
         ref_point["params"] = space.budget.params
+    if space.budget.latency_ms:
+        ref_point["latency"] = space.budget.latency_ms
     return {
         "objectives": [list(o) for o in space.objectives],
-        "budget": {"macs": space.budget.macs, "params": space.budget.params, "input_size": space.budget.input_size},
+        "budget": {"macs": space.budget.macs, "params": space.budget.params, "input_size": space.budget.input_size,
+                   **({"latency_ms": space.budget.latency_ms} if space.budget.latency_ms else {})},
         "eval_id": space.evaluation.eval_id(),
         "evaluation": space.evaluation.__dict__,
         "reference_point": ref_point,
@@ -309,6 +313,11 @@ class OptunaSearch:
     def _line(self, tag: str, cfg: MobileFormerConfig, rec: dict[str, Any], extra: str = "") -> str:
         acc = rec.get("accuracy")
         acc_s = f"acc {acc:5.2f}%" if isinstance(acc, (int, float)) else "acc   -  "
+        if "latency_ms" in rec:
+            acc_s += f" lat {rec['latency_ms']:6.2f}ms"
+        for n, _ in self.space.objectives:
+            if n in ZERO_COST and n in rec:
+                acc_s += f" {n} {rec[n]:.4g}"
         return (f"{tag:<14} {cfg.arch_id[:8]} MACs {rec['macs'] / 1e6:7.1f}M params {rec['params'] / 1e6:6.2f}M "
                 f"{acc_s} {rec.get('total_s', 0):6.1f}s  {cfg.summary()}{extra}")
 
@@ -354,6 +363,13 @@ class OptunaSearch:
         except TrialFailed as e:
             self.fail(study, trial, str(e))
             return None
+        except OverBudget as e:  # measured over the latency budget: infeasible, not trained
+            for k, v in e.record.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("failure_reason", str(e))
+            self._tell_infeasible(study, trial, {**rec, **e.record}, None)
+            self.stats["infeasible"] += 1
+            return {**rec, **e.record, "status": "over_budget"}
         except KeyboardInterrupt:
             self.fail(study, trial, "interrupted by the user", "interrupted")
             raise
@@ -398,6 +414,12 @@ class OptunaSearch:
         # a resumed run does not replay old samples, and workers started together differ
         seed = space.search.seed + len(probe.trials) + 100_003 * self.worker
         study = open_study(space, self.ref, sampler=make_sampler(space, seed))
+        if space.needs_latency:
+            from ..latency import device_description
+
+            lat = space.latency
+            study.set_user_attr("latency_settings", {**dataclasses.asdict(lat), "runtime": lat.resolved_runtime(),
+                                                     "device_description": device_description(lat.device, lat.threads)})
         write_run_info(self.ref, {"space": space.path, "objectives": [list(o) for o in space.objectives]})
         study.set_user_attr(f"session_{len(study.trials)}_w{self.worker}",
                             {"sampler_seed": seed, "started": time.time(), "worker": self.worker})
@@ -426,11 +448,14 @@ class OptunaSearch:
         space = self.space
         target = space.search.trials
         runs = self._runs
+        pool: list[tuple[Any, MobileFormerConfig, dict[str, Any]]] = []  # prescreen candidates
         while True:
             known = evaluated(study)
-            if len(known) + len(in_flight(study, exclude=None)) >= target:
+            if not pool and len(known) + len(in_flight(study, exclude=None)) >= target:
                 return None if len(known) >= target else "wait"
             if runs["dup"] >= space.search.max_resample:
+                if pool:
+                    return self._prescreen(study, pool, space)
                 self.log(f"stopping: the last {runs['dup']} samples were all architectures already evaluated "
                          "(the space is exhausted or the sampler has converged)")
                 return None
@@ -455,7 +480,8 @@ class OptunaSearch:
                 continue
             runs["infeasible"] = 0
             busy = in_flight(study, exclude=trial.number).get(cfg.arch_id)
-            if busy is not None:  # another worker is training this architecture right now
+            busy = busy if busy is not None else next((t.number for t, c, _ in pool if c.arch_id == cfg.arch_id), None)
+            if busy is not None:  # another worker is training this architecture right now (or it is pooled)
                 trial.set_user_attr("kind", "search")
                 trial.set_user_attr("status", "duplicate_in_flight")
                 trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
@@ -470,9 +496,37 @@ class OptunaSearch:
                 self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)), count=False)
                 continue
             runs["dup"] = 0
+            if space.prescreen is not None:
+                pool.append((trial, cfg, cost))
+                if len(pool) < space.prescreen.candidates:
+                    continue
+                return self._prescreen(study, pool, space)
             rec = base_record(cfg, space, "search", cost)
             self.begin(trial, rec)  # claimed: other workers now count it as in flight
             return trial, cfg, rec
+
+    def _prescreen(self, study: optuna.Study, pool: list, space: Space) -> tuple[Any, MobileFormerConfig, dict]:
+        """Score the pooled candidates with the zero-cost proxy; claim the best, tell the rest screened out."""
+        ps = space.prescreen
+        scored = []
+        for trial, cfg, cost in pool:
+            zc = zero_cost_record(cfg, space, [ps.proxy], ps.batch_size)
+            scored.append((zc[ps.proxy], trial, cfg, cost, zc))
+        best = max(range(len(scored)), key=lambda i: (scored[i][0], -scored[i][1].number))
+        for i, (score, trial, cfg, cost, zc) in enumerate(scored):
+            if i == best:
+                continue
+            for k, v in {**base_record(cfg, space, "search", cost), **zc}.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("status", "screened_out")
+            trial.set_user_attr("failure_reason", f"{ps.proxy} {score:.4g} below the best of {len(pool)} "
+                                f"candidates ({scored[best][0]:.4g}, trial {scored[best][1].number})")
+            study.tell(trial, state=TrialState.FAIL)
+            self.stats["screened_out"] = self.stats.get("screened_out", 0) + 1
+        _, trial, cfg, cost, zc = scored[best]
+        rec = {**base_record(cfg, space, "search", cost), **zc, "prescreen": {"proxy": ps.proxy, "of": len(pool)}}
+        self.begin(trial, rec)
+        return trial, cfg, rec
 
     def count_outcome(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
                       done: dict[str, Any] | None, bar: Any = None) -> None:
@@ -486,6 +540,9 @@ class OptunaSearch:
                                  f"failed (last: {reason}); check the evaluation settings")
             return
         self._runs["fail"] = 0
+        if done.get("status") == "over_budget":
+            self._emit(bar, f"#{trial.number} over budget: {done.get('latency_ms', 0):.2f} ms", count=False)
+            return
         self.stats["trained"] += 1
         self._emit(bar, self._line(f"#{trial.number}", cfg, done))
 
@@ -526,8 +583,9 @@ class OptunaSearch:
         else:
             for k, v in constraint_values(cost, self.space.budget).items():
                 trial.set_constraint(k, v)
-        worst = {"accuracy": 0.0, "macs": float(cost["macs"]), "params": float(cost["params"])}
-        study.tell(trial, [worst[n] for n, _ in self.space.objectives])
+        worst = {"accuracy": 0.0, "macs": float(cost["macs"]), "params": float(cost["params"]),
+                 "latency": float(cost.get("latency_ms", 1e9))}
+        study.tell(trial, [worst.get(n, -1e30) for n, _ in self.space.objectives])  # zero-cost scores: lowest
 
     def _tell_duplicate(self, study: optuna.Study, trial: optuna.Trial, cfg: MobileFormerConfig,
                         prev: optuna.trial.FrozenTrial) -> None:

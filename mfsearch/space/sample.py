@@ -115,6 +115,8 @@ def constraint_values(cost: dict[str, Any], budget: Budget) -> dict[str, float]:
         out["macs"] = cost["macs"] / budget.macs - 1.0
     if budget.params is not None:
         out["params"] = cost["params"] / budget.params - 1.0
+    if budget.latency_ms is not None:  # measured before training; unknown (infeasible MACs) counts as over
+        out["latency"] = cost["latency_ms"] / budget.latency_ms - 1.0 if "latency_ms" in cost else 1.0
     return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..latency import LatencySettings
 from ..models import ConfigError, MobileFormerConfig, get_config, list_models
 from ..yamlio import InputError, load_yaml, located
 
@@ -28,7 +29,12 @@ LITE_KNOBS = ("out", "e1", "stride")
 STAGE_KNOBS = ("out", "depth", "e1", "stride", "down_e1", "down_e2")
 DIST_KEYS = ("choice", "int", "float")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
-OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
+ZERO_COST = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")  # mfsearch.evaluation.zero_cost
+#: metric -> direction; the record key of each is the metric name, except latency (``latency_ms``)
+OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize",
+              **{z: "maximize" for z in ZERO_COST}}
+RECORD_KEY = {"latency": "latency_ms"}
+RUNTIMES = ("auto", "jit", "eager", "compile")
 SAMPLERS = ("random", "tpe", "nsga2", "grid", "bruteforce")
 ENGINES = ("optuna", "ray")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
@@ -123,6 +129,16 @@ class Budget:
     macs: int | None = None
     params: int | None = None
     input_size: int = 224
+    latency_ms: float | None = None  # measured with the space's ``latency`` settings
+
+
+@dataclass(frozen=True)
+class Prescreen:
+    """Multi-fidelity: score ``candidates`` feasible samples with a zero-cost proxy, train the best."""
+
+    proxy: str
+    candidates: int = 8
+    batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,17 @@ class Space:
     path: str = ""
     description: str = ""
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    prescreen: Prescreen | None = None
+
+    @property
+    def trains(self) -> bool:
+        """Whether trials are trained (accuracy is an objective) or only scored at initialisation."""
+        return any(n == "accuracy" for n, _ in self.objectives)
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.budget.latency_ms is not None or any(n == "latency" for n, _ in self.objectives)
 
     @property
     def base_config(self) -> MobileFormerConfig:
@@ -464,18 +491,57 @@ def _parse_objectives(ctx: _Ctx, raw: Any) -> tuple[tuple[str, str], ...]:
         out.append((name, direction))
     if len({n for n, _ in out}) != len(out):
         raise ctx.err("objectives", "lists a metric twice")
-    if "accuracy" not in {n for n, _ in out}:
-        raise ctx.err("objectives", "must include accuracy (a search without training has nothing to rank)")
+    names = {n for n, _ in out}
+    if "accuracy" not in names and not names & set(ZERO_COST):
+        raise ctx.err("objectives", "must include accuracy or a zero-cost proxy (" + ", ".join(ZERO_COST)
+                      + "): a search needs a score that predicts accuracy")
+    if "accuracy" in names and names & set(ZERO_COST):
+        raise ctx.err("objectives", "a zero-cost proxy stands in for accuracy; to screen candidates before "
+                      "training use a prescreen: section instead")
     return tuple(out)
+
+
+def _parse_latency(ctx: _Ctx, raw: Any) -> LatencySettings:
+    d = _mapping(ctx, raw, "latency")
+    _no_unknown(ctx, d, {f.name for f in dataclasses.fields(LatencySettings)}, "latency")
+    kw: dict[str, Any] = {}
+    if "device" in d:
+        dev = d["device"]
+        if not isinstance(dev, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|auto", dev):
+            raise ctx.err("latency.device", f"must be cpu, cuda, cuda:N or auto, got {dev!r}")
+        kw["device"] = dev
+    if "threads" in d:
+        kw["threads"] = _int(ctx, d["threads"], "latency.threads", 1, 1024, optional=True)
+    if "runtime" in d:
+        kw["runtime"] = _choice(ctx, d["runtime"], "latency.runtime", RUNTIMES)
+    for k, (lo, hi) in {"input_size": (8, 4096), "batch": (1, 4096), "warmup": (0, 10000),
+                        "runs": (1, 100000)}.items():
+        if k in d:
+            kw[k] = _int(ctx, d[k], f"latency.{k}", lo, hi)
+    return LatencySettings(**kw)
+
+
+def _parse_prescreen(ctx: _Ctx, raw: Any) -> Prescreen | None:
+    if raw is None or raw is False:
+        return None
+    d = _mapping(ctx, raw, "prescreen")
+    _no_unknown(ctx, d, {"proxy", "candidates", "batch_size"}, "prescreen")
+    if "proxy" not in d:
+        raise ctx.err("prescreen.proxy", "is required: one of " + ", ".join((*ZERO_COST, "params", "macs")))
+    proxy = _choice(ctx, d["proxy"], "prescreen.proxy", (*ZERO_COST, "params", "macs"))
+    cands = _int(ctx, d.get("candidates", 8), "prescreen.candidates", 1, 10000)
+    bs = _int(ctx, d.get("batch_size", 64), "prescreen.batch_size", 2, 4096)
+    return Prescreen(proxy, cands, bs)
 
 
 def _parse_budget(ctx: _Ctx, raw: Any) -> Budget:
     d = _mapping(ctx, raw, "budget")
-    _no_unknown(ctx, d, {"macs", "params", "input_size"}, "budget")
+    _no_unknown(ctx, d, {"macs", "params", "input_size", "latency_ms"}, "budget")
     macs = _int(ctx, d.get("macs"), "budget.macs", 1, 10**13, optional=True)
     params = _int(ctx, d.get("params"), "budget.params", 1, 10**11, optional=True)
     size = _int(ctx, d.get("input_size", 224), "budget.input_size", 8, 4096)
-    return Budget(macs, params, size)
+    lat = None if d.get("latency_ms") is None else _float(ctx, d["latency_ms"], "budget.latency_ms", 1e-3, 1e7)
+    return Budget(macs, params, size, lat)
 
 
 def _parse_storage(ctx: _Ctx, raw: Any) -> str | None:
@@ -510,7 +576,8 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
     ctx = _Ctx(path, lines)
     if not isinstance(data, dict):
         raise ctx.err("file", f"a space file must be a mapping at the top level, got {_type_name(data)}")
-    top = ("name", "description", "base", "space", "budget", "objectives", "evaluation", "search", "storage")
+    top = ("name", "description", "base", "space", "budget", "objectives", "evaluation", "search", "storage",
+           "latency", "prescreen")
     _no_unknown(ctx, data, top, "")
     name = parse_name(ctx, data, path)
     desc = data.get("description", "")
@@ -528,8 +595,16 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
             if isinstance(v, Dist) and v.kind == "float" and v.step is None:
                 raise ctx.err(k, "grid search needs discrete knobs: give this float range a step")
     storage = _parse_storage(ctx, data.get("storage"))
+    latency = _parse_latency(ctx, data.get("latency"))
+    prescreen = _parse_prescreen(ctx, data.get("prescreen"))
+    if search.engine == "ray" and (budget.latency_ms is not None or prescreen is not None
+                                   or not any(n == "accuracy" for n, _ in objectives)):
+        raise ctx.err("search.engine", "ray schedules trained trials only: a latency budget, a prescreen or a "
+                      "zero-cost objective needs engine: optuna")
+    if prescreen is not None and not any(n == "accuracy" for n, _ in objectives):
+        raise ctx.err("prescreen", "screens candidates before training; with a zero-cost objective nothing is trained")
     space = Space(name, base, knobs, lite, stages, budget, objectives, evaluation, search, storage,
-                  str(path), desc, data)
+                  str(path), desc, data, latency, prescreen)
     from .sample import check_space_buildable
 
     problem = check_space_buildable(space)

@@ -1,0 +1,144 @@
+"""Latency measurement, the inference form of a model, and latency / zero-cost / prescreen searches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mfsearch
+from mfsearch.latency import LatencySettings, compile_for_inference, device_description, measure_latency
+from mfsearch.models import inference_model
+from mfsearch.space import load_space
+
+from .test_search import load, run_cli, tiny_space
+
+QUICK = LatencySettings(threads=1, input_size=64, warmup=1, runs=5)
+
+
+def _perturbed(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = mfsearch.create_model(name).eval()
+    for m in model.modules():  # running statistics away from (0, 1), so folding has work to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["mobile_former_26m", "mobile_former_96m"])
+def test_inference_model_computes_the_eval_function(name):
+    model = _perturbed(name).double()
+    fused = inference_model(model)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-10, atol=1e-12)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    assert all(not p.requires_grad for p in fused.parameters())
+
+
+@pytest.mark.parametrize("runtime", ["jit", "eager"])
+def test_runtimes_compute_the_same_function(runtime):
+    model = _perturbed("mobile_former_26m")
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    fn = compile_for_inference(model, x, runtime)
+    with torch.inference_mode():
+        torch.testing.assert_close(fn(x), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="jit, eager, compile"):
+        compile_for_inference(model, x, "tensorrt")
+
+
+def test_measure_latency_records_where_and_how():
+    threads = torch.get_num_threads()
+    lat = measure_latency(mfsearch.get_config("mobile_former_26m"), QUICK)
+    assert torch.get_num_threads() == threads  # restored
+    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
+    assert lat.runs == 5 and lat.runtime == "jit" and lat.threads == 1 and lat.input_size == 64
+    assert lat.device == device_description("cpu", 1) and lat.device.startswith("cpu: ")
+    assert lat.torch == torch.__version__
+    # a model with 20x the MACs is slower, measured the same way
+    big = measure_latency(mfsearch.get_config("mobile_former_508m"), QUICK)
+    assert big.median_ms > lat.median_ms
+
+
+def test_latency_command(tmp_path):
+    r = run_cli("latency", "mobile_former_26m", "mobile_former_52m", "--input-size", "64", "--runs", "3",
+                "--warmup", "1", "--json", cwd=tmp_path)
+    rows = json.loads(r.stdout)
+    assert [x["model"] for x in rows] == ["mobile_former_26m", "mobile_former_52m"]
+    assert all(x["median_ms"] > 0 and x["device"].startswith("cpu: ") and x["runtime"] == "jit" for x in rows)
+    r = run_cli("latency", "mobile_former_26m", "--input-size", "64", "--runs", "3", "--runtime", "eager",
+                cwd=tmp_path)
+    assert "runtime eager" in r.stdout and "mobile_former_26m" in r.stdout
+    for args, msg in [(("nope",), "unknown model 'nope'"), (("mobile_former_26m", "--device", "tpu"), "--device"),
+                      (("mobile_former_26m", "--runtime", "trt"), "--runtime"),
+                      (("mobile_former_26m", "--runs", "0"), "--runs")]:
+        r = run_cli("latency", *args, cwd=tmp_path, check=False)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_search_with_a_latency_budget_and_objective(tmp_path):
+    budget = 1.9  # ms at 64x64, one thread: some of the tiny space fits, some does not
+    p = tiny_space(tmp_path, objectives=[{"accuracy": "maximize"}, {"latency": "minimize"}],
+                   budget={"latency_ms": budget}, latency={"threads": 1, "input_size": 64, "runs": 7, "warmup": 2},
+                   search={"trials": 3, "sampler": "random", "reference_models": False})
+    run_cli("run", str(p), "--no-progress", cwd=tmp_path)
+    study = load(tmp_path)
+    assert study.user_attrs["latency_settings"]["device_description"].startswith("cpu: ")
+    assert study.user_attrs["reference_point"]["latency"] == budget
+    trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    assert len(trained) == 3
+    for t in trained:
+        assert t.user_attrs["latency_ms"] <= budget and t.values[1] == t.user_attrs["latency_ms"]
+        assert t.user_attrs["latency"]["device"].startswith("cpu: ") and t.user_attrs["history"]
+    over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget" and "latency_ms" in t.user_attrs]
+    for t in over:  # measured, found over, never trained, and the sampler is told why
+        assert t.user_attrs["latency_ms"] > budget and "history" not in t.user_attrs
+        assert t.constraints["latency"] > 0 and "latency" in t.user_attrs["failure_reason"]
+
+
+def test_zero_cost_objective_search_trains_nothing(tmp_path):
+    p = tiny_space(tmp_path, objectives=[{"snip": "maximize"}, {"macs": "minimize"}],
+                   search={"trials": 4, "sampler": "random", "reference_models": False})
+    r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
+    assert "| snip |" in r.stdout and "hypervolume n/a" in r.stdout
+    done = [t for t in load(tmp_path).trials if t.user_attrs.get("status") == "trained"]
+    assert len(done) == 4
+    for t in done:
+        assert "history" not in t.user_attrs and "accuracy" not in t.user_attrs
+        assert t.values[0] == t.user_attrs["snip"] and t.user_attrs["snip"] > 0
+
+
+def test_prescreen_trains_the_best_scored_candidate(tmp_path):
+    p = tiny_space(tmp_path, prescreen={"proxy": "synflow", "candidates": 3},
+                   search={"trials": 2, "sampler": "random", "reference_models": False})
+    run_cli("run", str(p), "--no-progress", cwd=tmp_path)
+    trials = load(tmp_path).trials
+    trained = [t for t in trials if t.user_attrs.get("status") == "trained"]
+    out = [t for t in trials if t.user_attrs.get("status") == "screened_out"]
+    assert len(trained) == 2 and len(out) == 4
+    for t in trained:
+        assert t.user_attrs["prescreen"] == {"proxy": "synflow", "of": 3} and t.user_attrs["history"]
+        rivals = [o for o in out if f"trial {t.number})" in o.user_attrs["failure_reason"]]
+        assert len(rivals) == 2 and all(o.user_attrs["synflow"] <= t.user_attrs["synflow"] for o in rivals)
+        assert all("history" not in o.user_attrs for o in rivals)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"prescreen": {"proxy": "vibes"}}, "prescreen.proxy"),
+    ({"prescreen": {"candidates": 3}}, "prescreen.proxy"),
+    ({"objectives": [{"accuracy": "maximize"}, {"snip": "maximize"}]}, "objectives"),
+    ({"objectives": [{"latency": "maximize"}]}, "objectives[0]"),
+    ({"budget": {"latency_ms": -1}}, "budget.latency_ms"),
+    ({"latency": {"runtime": "trt"}}, "latency.runtime"),
+    ({"latency": {"device": "tpu"}}, "latency.device"),
+    ({"search": {"engine": "ray"}, "budget": {"latency_ms": 5}}, "search.engine"),
+    ({"objectives": [{"snip": "maximize"}], "prescreen": {"proxy": "snip"}}, "prescreen"),
+])
+def test_bad_latency_and_proxy_settings_name_the_field(tmp_path, changes, field):
+    from mfsearch.yamlio import InputError
+
+    with pytest.raises(InputError, match=rf"{field.replace('[', '.').replace(']', '.')}: "):
+        load_space(tiny_space(tmp_path, **changes))
