@@ -61,6 +61,9 @@ def base_record(cfg: MobileFormerConfig, space: Space, kind: str, cost: dict[str
     }
 
 
+_LATENCY: dict[tuple, Any] = {}
+
+
 def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None) -> dict[str, Any]:
     """Evaluate ``cfg`` as the space asks: latency (if used), zero-cost scores (if objectives), training.
 
@@ -72,7 +75,10 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
     if space.needs_latency:
         from ..latency import measure_latency
 
-        lat = measure_latency(cfg.replace(num_classes=1000), space.latency, seed=space.evaluation.seed)
+        key = (cfg.arch_id, space.latency, space.evaluation.seed)
+        if key not in _LATENCY:  # a re-sampled architecture (often an over-budget one) is measured once
+            _LATENCY[key] = measure_latency(cfg.replace(num_classes=1000), space.latency, seed=space.evaluation.seed)
+        lat = _LATENCY[key]
         out["latency_ms"] = lat.median_ms
         out["latency"] = lat.to_dict()
         limit = space.budget.latency_ms
