@@ -167,9 +167,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from .ablation.commands import register as ablation
+    from .proxycheck_commands import register as proxy_check
     from .search.commands import register as search
 
-    return [search, ablation]
+    return [search, ablation, proxy_check]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,390 @@
+"""How well does a cheap evaluation rank architectures? (``mfsearch proxy-check``)
+
+Two checks, both stored as JSON lines (a re-run resumes and only adds what is missing):
+
+- **Trained proxy vs ImageNet.** The seven paper models are trained with a space's evaluation
+  settings over several seeds (the seed moves both the initialisation and the data subset).
+  Per model: mean +/- std proxy top-1. Rank fidelity: Spearman and Kendall correlation of the
+  mean proxy top-1 with the published ImageNet top-1, with a bootstrap interval that resamples
+  the seeds of every model (so the interval shows how much the ranking owes to seed luck), and
+  the correlation of each seed alone.
+- **Zero-cost proxies** (``--zero-cost``): every proxy of :mod:`mfsearch.evaluation.zero_cost`
+  scored on a seeded sample of architectures from the space (within its budget), correlated
+  with their trained proxy top-1 (bootstrap over architectures), beside the #params baseline;
+  and scored on the seven paper models, correlated with ImageNet top-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .models import PAPER, MobileFormerConfig, get_config
+from .space import Space
+
+PAPER_MODELS = tuple(sorted(PAPER, key=lambda n: -PAPER[n].top1))
+ZC_PROXIES = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot", "params", "macs")
+BOOTSTRAP = 2000
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def rank_correlations(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(Spearman, Kendall tau-b) of two sequences; NaN where undefined (constant input)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    return float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic)
+
+
+def _interval(samples: list[float]) -> list[float]:
+    s = np.asarray([v for v in samples if np.isfinite(v)])
+    if len(s) == 0:
+        return [float("nan"), float("nan")]
+    return [round(float(np.percentile(s, 2.5)), 4), round(float(np.percentile(s, 97.5)), 4)]
+
+
+def seed_bootstrap(acc: dict[str, list[float]], truth: dict[str, float], reps: int = BOOTSTRAP,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals of Spearman / Kendall when each model's seeds are resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    names = list(acc)
+    sp, kt = [], []
+    for _ in range(reps):
+        means = [float(np.mean(rng.choice(acc[n], size=len(acc[n]), replace=True))) for n in names]
+        s, k = rank_correlations(means, [truth[n] for n in names])
+        sp.append(s)
+        kt.append(k)
+    return {"spearman": _interval(sp), "kendall": _interval(kt)}
+
+
+def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals of Spearman / Kendall when the (x, y) pairs are resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sp, kt = [], []
+    for _ in range(reps):
+        i = rng.integers(0, len(x), len(x))
+        s, k = rank_correlations(x[i], y[i])
+        sp.append(s)
+        kt.append(k)
+    return {"spearman": _interval(sp), "kendall": _interval(kt)}
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def check_dir(space: Space, runs: str | Path | None = None) -> Path:
+    """``runs/proxy-check/<space name>-<eval_id>``: one folder per distinct evaluation setting."""
+    from .store import runs_dir
+
+    return runs_dir(runs) / "proxy-check" / f"{space.name}-{space.evaluation.eval_id()}"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: that job is simply redone
+    return out
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+# ---------------------------------------------------------------------------- jobs (run in worker processes)
+
+
+def _train_job(cfg_dict: dict, ev_dict: dict, threads: int | None) -> dict[str, Any]:
+    import torch
+
+    from .evaluation.train import train_and_evaluate
+    from .space.spec import Evaluation
+
+    if threads:
+        torch.set_num_threads(threads)
+    ev = Evaluation(**ev_dict)
+    cfg = MobileFormerConfig.from_dict(cfg_dict)
+    t0 = time.perf_counter()
+    res = train_and_evaluate(cfg, ev)
+    return {"accuracy": res.accuracy, "train_s": round(res.train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}
+
+
+def _zero_cost_job(cfg_dict: dict, ev_dict: dict, batch_size: int, threads: int | None) -> dict[str, Any]:
+    import torch
+
+    from .evaluation.zero_cost import batch_from, score
+    from .space.spec import Evaluation
+
+    if threads:
+        torch.set_num_threads(threads)
+    ev = Evaluation(**ev_dict)
+    x, y, ncls = batch_from(ev, batch_size)
+    cfg = MobileFormerConfig.from_dict(cfg_dict).replace(num_classes=ncls)
+    out: dict[str, Any] = {"scores": {}, "seconds": {}}
+    for name in ZC_PROXIES:
+        t0 = time.perf_counter()
+        out["scores"][name] = score(name, cfg, x, y, seed=ev.seed)
+        out["seconds"][name] = round(time.perf_counter() - t0, 4)
+    return out
+
+
+def _run_jobs(jobs: list[tuple[Callable, tuple, dict[str, Any]]], path: Path, workers: int,
+              log: Callable[[str], None]) -> None:
+    """Run ``(fn, args, record)`` jobs; append ``{**record, **fn(*args)}`` to ``path`` as each one ends."""
+    if not jobs:
+        return
+    if workers <= 1:
+        for fn, args, rec in jobs:
+            out = {**rec, **fn(*args)}
+            _append(path, out)
+            log(_job_line(out))
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(fn, *args): rec for fn, args, rec in jobs}
+        for fut in as_completed(futs):
+            out = {**futs[fut], **fut.result()}
+            _append(path, out)
+            log(_job_line(out))
+
+
+def _job_line(r: dict[str, Any]) -> str:
+    label = r.get("name") or r.get("arch_id", "")
+    if "accuracy" in r:
+        return f"  {label:<22} seed {r.get('seed', '-')}: top-1 {r['accuracy']:.2f}% in {r['total_s']:.0f}s"
+    return f"  {label:<22} zero-cost scored in {sum(r['seconds'].values()):.1f}s"
+
+
+# ---------------------------------------------------------------------------- the checks
+
+
+@dataclasses.dataclass
+class CheckOptions:
+    seeds: int = 3
+    models: tuple[str, ...] = PAPER_MODELS
+    workers: int = 1
+    zero_cost: bool = False
+    sample: int = 16
+    batch_size: int = 64
+    bootstrap_seed: int = 0
+
+
+def _threads(space: Space, workers: int) -> int | None:
+    import os
+
+    if workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return space.evaluation.threads
+
+
+def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callable[[str], None]) -> list[dict]:
+    """Train the paper models over ``opts.seeds`` seeds (resuming); the records."""
+    path = out_dir / "paper.jsonl"
+    seeds = [space.evaluation.seed + i for i in range(opts.seeds)]
+    done = {(r["name"], r["seed"]) for r in read_jsonl(path)}
+    ev = dataclasses.asdict(space.evaluation)
+    threads = _threads(space, opts.workers)
+    jobs = []
+    for seed in seeds:  # seed-major: an interrupted check has whole seeds for every model first
+        for name in opts.models:
+            if (name, seed) in done:
+                continue
+            cfg = get_config(name)
+            rec = {"name": name, "seed": seed, "imagenet_top1": PAPER[name].top1, "eval_id": space.evaluation.eval_id()}
+            jobs.append((_train_job, (cfg.to_dict(), {**ev, "seed": seed}, threads), rec))
+    if jobs:
+        log(f"training {len(jobs)} (model, seed) runs with {opts.workers} worker(s)")
+    _run_jobs(jobs, path, opts.workers, log)
+    return [r for r in read_jsonl(path) if r["seed"] in seeds and r["name"] in opts.models]
+
+
+def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileFormerConfig]:
+    """``n`` distinct architectures of the space within its (analytic) budget, seeded."""
+    from .models import ConfigError
+    from .space import random_suggest, sample_config, within_budget
+
+    out: dict[str, MobileFormerConfig] = {}
+    for s in range(seed, seed + 200 * n):
+        try:
+            cfg = sample_config(space, random_suggest(s))
+        except ConfigError:
+            continue
+        if within_budget(cfg, space.budget)[0]:
+            out.setdefault(cfg.arch_id, cfg)
+        if len(out) >= n:
+            break
+    return list(out.values())
+
+
+def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callable[[str], None]) -> list[dict]:
+    """Score (and, for the sample, train once) the sampled architectures and the paper models."""
+    path = out_dir / "zero_cost.jsonl"
+    ev = dataclasses.asdict(space.evaluation)
+    threads = _threads(space, opts.workers)
+    have = read_jsonl(path)
+    scored = {(r["kind"], r["arch_id"]) for r in have if "scores" in r}
+    trained = {r["arch_id"] for r in have if "accuracy" in r}
+    jobs = []
+    sample = sample_architectures(space, opts.sample, seed=space.search.seed)
+    for cfg in sample:
+        rec = {"kind": "sample", "arch_id": cfg.arch_id, "summary": cfg.summary()}
+        if ("sample", cfg.arch_id) not in scored:
+            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec))
+        if cfg.arch_id not in trained:
+            jobs.append((_train_job, (cfg.to_dict(), ev, threads), {**rec, "seed": space.evaluation.seed}))
+    for name in opts.models:
+        cfg = get_config(name)
+        if ("paper", cfg.arch_id) not in scored:
+            rec = {"kind": "paper", "arch_id": cfg.arch_id, "name": name, "imagenet_top1": PAPER[name].top1}
+            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec))
+    if jobs:
+        log(f"zero-cost check: {len(sample)} sampled architectures (scored and trained once), "
+            f"{len(opts.models)} paper models scored: {len(jobs)} jobs")
+    _run_jobs(jobs, path, opts.workers, log)
+    ids = {c.arch_id for c in sample} | {get_config(n).arch_id for n in opts.models}
+    return [r for r in read_jsonl(path) if r["arch_id"] in ids]
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def summarise_paper(records: list[dict], bootstrap_seed: int = 0) -> dict[str, Any]:
+    """Per-model mean/std, correlations with ImageNet (seed-bootstrap intervals), per-seed correlations."""
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["name"], []).append(r)
+    names = [n for n in PAPER_MODELS if n in by]
+    acc = {n: [r["accuracy"] for r in by[n]] for n in names}
+    truth = {n: PAPER[n].top1 for n in names}
+    rows = [{"model": n, "imagenet_top1": truth[n], "seeds": len(acc[n]), "mean": round(float(np.mean(acc[n])), 3),
+             "std": round(float(np.std(acc[n], ddof=1)) if len(acc[n]) > 1 else 0.0, 3),
+             "minutes": round(sum(r["total_s"] for r in by[n]) / 60, 2)} for n in names]
+    s, k = rank_correlations([r["mean"] for r in rows], [truth[n] for n in names])
+    seeds = sorted({r["seed"] for r in records})
+    per_seed = []
+    for sd in seeds:
+        pts = [(r["accuracy"], truth[r["name"]]) for r in records if r["seed"] == sd]
+        if len(pts) == len(names):
+            ps, pk = rank_correlations(*zip(*pts))
+            per_seed.append({"seed": sd, "spearman": round(ps, 4), "kendall": round(pk, 4)})
+    ci = seed_bootstrap(acc, truth, seed=bootstrap_seed) if all(len(v) > 1 for v in acc.values()) else None
+    return {"rows": rows, "spearman": round(s, 4), "kendall": round(k, 4), "interval": ci,
+            "bootstrap": {"reps": BOOTSTRAP, "seed": bootstrap_seed, "resampled": "seeds within each model"},
+            "per_seed": per_seed, "minutes": round(sum(r["minutes"] for r in rows), 2),
+            "spread": round(max(r["mean"] for r in rows) - min(r["mean"] for r in rows), 3) if rows else 0.0}
+
+
+def summarise_zero_cost(records: list[dict], bootstrap_seed: int = 0) -> dict[str, Any]:
+    """Each proxy's rank correlation with trained proxy top-1 (sample) and ImageNet top-1 (paper models)."""
+    scores = {r["arch_id"]: r for r in records if "scores" in r and r["kind"] == "sample"}
+    accs = {r["arch_id"]: r["accuracy"] for r in records if "accuracy" in r and r["kind"] == "sample"}
+    ids = sorted(set(scores) & set(accs))
+    paper = [r for r in records if r["kind"] == "paper" and "scores" in r]
+    rows = []
+    for p in ZC_PROXIES:
+        x = [scores[i]["scores"][p] for i in ids]
+        y = [accs[i] for i in ids]
+        s, k = rank_correlations(x, y)
+        ci = pair_bootstrap(x, y, seed=bootstrap_seed) if len(ids) >= 4 else None
+        ps, pk = rank_correlations([r["scores"][p] for r in paper], [r["imagenet_top1"] for r in paper])
+        pci = pair_bootstrap([r["scores"][p] for r in paper], [r["imagenet_top1"] for r in paper],
+                             seed=bootstrap_seed) if len(paper) >= 4 else None
+        secs = [scores[i]["seconds"][p] for i in ids] or [0.0]
+        rows.append({"proxy": p, "spearman": round(s, 4), "kendall": round(k, 4), "interval": ci,
+                     "imagenet_spearman": round(ps, 4), "imagenet_kendall": round(pk, 4), "imagenet_interval": pci,
+                     "seconds": round(float(np.median(secs)), 3)})
+    base = next(r for r in rows if r["proxy"] == "params")
+    for r in rows:
+        r["beats_params"] = bool(r["proxy"] != "params" and np.isfinite(r["spearman"])
+                                 and r["spearman"] > base["spearman"])
+    return {"rows": rows, "architectures": len(ids), "paper_models": len(paper),
+            "train_minutes": round(sum(r["total_s"] for r in records if "accuracy" in r) / 60, 2),
+            "accuracy_range": [min(accs[i] for i in ids), max(accs[i] for i in ids)] if ids else None,
+            "kept": [r["proxy"] for r in rows if r["beats_params"]]}
+
+
+def _ci(ci: dict | None, key: str) -> str:
+    return f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if ci else ""
+
+
+def paper_markdown(space: Space, s: dict[str, Any]) -> str:
+    ev = space.evaluation
+    lines = [f"## Trained proxy vs ImageNet: {space.name} (eval_id {ev.eval_id()})", "",
+             f"Settings: {ev.dataset} {ev.image_size}x{ev.image_size}, {ev.train_size} train / {ev.val_size} val "
+             f"images, {ev.epochs} epoch(s), batch {ev.batch_size}, lr {ev.lr:g}, augment {ev.augment}, "
+             f"bn_recalibration {ev.bn_recalibration}.", "",
+             "| model | ImageNet top-1 | proxy top-1 (mean +/- std) | seeds | minutes |", "|---|---:|---:|---:|---:|"]
+    for r in s["rows"]:
+        lines.append(f"| {r['model']} | {r['imagenet_top1']} | {r['mean']:.2f} +/- {r['std']:.2f} | {r['seeds']} | "
+                     f"{r['minutes']:.1f} |")
+    lines += ["", f"Spearman {s['spearman']:.3f}{_ci(s['interval'], 'spearman')}, Kendall {s['kendall']:.3f}"
+              f"{_ci(s['interval'], 'kendall')} (95% bootstrap over seeds, {BOOTSTRAP} draws); spread of the means "
+              f"{s['spread']:.2f} points; cost {s['minutes']:.1f} CPU-job minutes."]
+    if s["per_seed"]:
+        lines.append("Each seed alone: " + ", ".join(f"seed {p['seed']}: Spearman {p['spearman']:.3f} / Kendall "
+                                                     f"{p['kendall']:.3f}" for p in s["per_seed"]) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def zero_cost_markdown(s: dict[str, Any]) -> str:
+    lines = ["## Zero-cost proxies", "",
+             f"Rank correlation with the trained proxy top-1 of {s['architectures']} sampled architectures "
+             f"(top-1 range {s['accuracy_range']}), and with ImageNet top-1 of the {s['paper_models']} paper models; "
+             "95% bootstrap intervals over architectures.", "",
+             f"| proxy | Spearman (sample) | Kendall (sample) | Spearman (ImageNet, {s['paper_models']} models) | "
+             "Kendall (ImageNet) | "
+             "s / arch | beats #params |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in s["rows"]:
+        lines.append(f"| {r['proxy']} | {r['spearman']:.3f}{_ci(r['interval'], 'spearman')} | {r['kendall']:.3f} | "
+                     f"{r['imagenet_spearman']:.3f}{_ci(r['imagenet_interval'], 'spearman')} | "
+                     f"{r['imagenet_kendall']:.3f} | {r['seconds']:.2f} | "
+                     f"{'baseline' if r['proxy'] == 'params' else ('yes' if r['beats_params'] else 'no')} |")
+    kept = ", ".join(s["kept"]) or "none"
+    lines += ["", f"Proxies beating the #params baseline here: {kept}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_paper(space: Space, records: list[dict], s: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for r in records:
+        ax.scatter(r["imagenet_top1"], r["accuracy"], s=12, color="0.6", zorder=2)
+    for r in s["rows"]:
+        ax.errorbar(r["imagenet_top1"], r["mean"], yerr=r["std"], fmt="o", color="C0", capsize=3, zorder=3)
+        ax.annotate(r["model"].replace("mobile_former_", "MF-"), (r["imagenet_top1"], r["mean"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("ImageNet top-1 (paper), %")
+    ax.set_ylabel(f"proxy top-1 ({space.evaluation.dataset} {space.evaluation.image_size}px), %")
+    ax.set_title(f"{space.name}: Spearman {s['spearman']:.2f}, Kendall {s['kendall']:.2f}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
