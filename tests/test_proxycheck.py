@@ -1,0 +1,75 @@
+"""proxy-check: rank statistics, the paper-model check and the zero-cost check on the tiny setting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mfsearch.proxycheck import pair_bootstrap, rank_correlations, sample_architectures, seed_bootstrap
+from mfsearch.space import load_space, within_budget
+
+from .test_search import TINY, run_cli
+
+
+def test_rank_correlations_and_intervals():
+    assert rank_correlations([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 1.0)
+    assert rank_correlations([1, 2, 3, 4], [4, 3, 2, 1]) == (-1.0, -1.0)
+    assert all(np.isnan(v) for v in rank_correlations([1, 1, 1], [1, 2, 3]))
+    truth = {"a": 3.0, "b": 2.0, "c": 1.0}
+    # seeds that never disagree: the interval collapses onto the point
+    assert seed_bootstrap({"a": [9.0, 9.0], "b": [5.0, 5.0], "c": [1.0, 1.0]}, truth, reps=200) == \
+        {"spearman": [1.0, 1.0], "kendall": [1.0, 1.0]}
+    # seeds that overlap widely: the interval covers disagreement
+    wide = seed_bootstrap({"a": [9.0, 1.0], "b": [5.0, 5.0], "c": [1.0, 9.0]}, truth, reps=500)
+    assert wide["spearman"][0] < 0 < wide["spearman"][1]
+    x, y = list(range(10)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9]
+    assert pair_bootstrap(x, y, reps=300, seed=1) == pair_bootstrap(x, y, reps=300, seed=1)  # seeded
+
+
+def test_sampled_architectures_are_distinct_within_budget_and_seeded():
+    space = load_space(TINY)
+    a = sample_architectures(space, 5, seed=3)
+    assert len({c.arch_id for c in a}) == 5
+    assert all(within_budget(c, space.budget)[0] for c in a)
+    assert [c.arch_id for c in a] == [c.arch_id for c in sample_architectures(space, 5, seed=3)]
+
+
+def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path):
+    args = ("proxy-check", str(TINY), "--seeds", "2", "--models", "26m,52m,96m", "--zero-cost", "--sample", "4",
+            "--quiet")
+    r = run_cli(*args, cwd=tmp_path)
+    assert "| mobile_former_96m | 72.8 |" in r.stdout and "Spearman" in r.stdout
+    (out,) = (tmp_path / "runs" / "proxy-check").iterdir()
+    rep = json.loads((out / "report.json").read_text())
+    rows = rep["paper"]["rows"]
+    assert [x["model"] for x in rows] == ["mobile_former_96m", "mobile_former_52m", "mobile_former_26m"]
+    assert all(x["seeds"] == 2 for x in rows) and len(rep["paper"]["per_seed"]) == 2
+    lo, hi = rep["paper"]["interval"]["spearman"]
+    assert -1.0 <= lo <= hi <= 1.0
+    paper = [json.loads(x) for x in (out / "paper.jsonl").read_text().splitlines()]
+    assert sorted((p["name"][14:], p["seed"]) for p in paper) == sorted(
+        (m, s) for m in ("26m", "52m", "96m") for s in (0, 1))
+    zc = rep["zero_cost"]
+    assert zc["architectures"] == 4 and zc["paper_models"] == 3
+    assert {x["proxy"] for x in zc["rows"]} == {"synflow", "grad_norm", "snip", "jacob_cov", "naswot", "params", "macs"}
+    assert next(x for x in zc["rows"] if x["proxy"] == "params")["beats_params"] is False
+    assert (out / "proxy_vs_imagenet.png").stat().st_size > 5000
+    # resumed: nothing is trained again, the same report comes back
+    lines = {f: (out / f).read_text() for f in ("paper.jsonl", "zero_cost.jsonl")}
+    r2 = run_cli(*args, cwd=tmp_path)
+    assert {f: (out / f).read_text() for f in lines} == lines
+    assert json.loads((out / "report.json").read_text())["paper"] == rep["paper"]
+    for bad, msg in [(("--models", "26m,52m"), "at least 3 models"), (("--models", "26m,52m,7b"), "unknown paper"),
+                     (("--set", "epochs=2"), "evaluation.KEY=VALUE"), (("--set", "evaluation.epochs=0"),
+                                                                         "evaluation.epochs")]:
+        r = run_cli("proxy-check", str(TINY), *bad, cwd=tmp_path, check=False)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r2.returncode == 0
+
+
+@pytest.mark.parametrize("missing", ["nope.yaml"])
+def test_proxy_check_missing_space_file(tmp_path, missing):
+    r = run_cli("proxy-check", missing, cwd=tmp_path, check=False)
+    assert r.returncode == 2 and missing in r.stderr and "Traceback" not in r.stderr
