@@ -46,6 +46,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mfsearch.latency import cpu_name
+
 BASELINE_FILE = Path(__file__).resolve().parent / "baseline_mobile_former.py"
 LR = 1e-3
 WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default, used by both sides
@@ -122,17 +124,6 @@ def _rss_bytes() -> int:
 def _peak_rss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class Cell:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -19,20 +20,25 @@ def _fmt_m(n: int) -> str:
     return f"{n / 1e6:,.2f}M"
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from .models import PAPER, ConfigError, complexity, resolve_config
+def _resolve(spec: str, num_classes: int | None = None) -> Any:
+    from .models import ConfigError, resolve_config
     from .yamlio import InputError
 
     try:
-        cfg = resolve_config(args.model)
-        if args.num_classes is not None:
-            cfg = cfg.replace(num_classes=args.num_classes)
+        cfg = resolve_config(spec)
+        return cfg.replace(num_classes=num_classes) if num_classes is not None else cfg
     except ConfigError as e:
         raise UsageError(str(e)) from None
     except KeyError as e:
         raise UsageError(e.args[0]) from None
     except InputError as e:
         raise UsageError(str(e)) from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import PAPER, complexity
+
+    cfg = _resolve(args.model, args.num_classes)
     if args.input_size < 8 or args.input_size > 4096:
         raise UsageError(f"--input-size: must be in [8, 4096], got {args.input_size}")
     cx = complexity(cfg, args.input_size, per_block=True)
@@ -110,21 +116,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         paper = PAPER[name]
         print(f"{name:<20} MACs {_fmt_m(cx.macs):>9}  params {_fmt_m(cx.params):>7}  paper top-1 {paper.top1}")
     return 0
-
-
-def _resolve(spec: str, num_classes: int | None = None) -> object:
-    from .models import ConfigError, resolve_config
-    from .yamlio import InputError
-
-    try:
-        cfg = resolve_config(spec)
-        return cfg.replace(num_classes=num_classes) if num_classes is not None else cfg
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    except KeyError as e:
-        raise UsageError(e.args[0]) from None
-    except InputError as e:
-        raise UsageError(str(e)) from None
 
 
 def cmd_latency(args: argparse.Namespace) -> int:

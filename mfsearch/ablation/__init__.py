@@ -164,18 +164,10 @@ def run_dir_for(exp: Experiment, runs: str | Path | None = None) -> Path:
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    f = run_dir / "records.jsonl"
-    if not f.is_file():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash: that (arm, seed) is simply run again
-    return out
+    """The stored (arm, seed) records; a line cut short by a crash is skipped and that run is redone."""
+    from ..proxycheck import read_jsonl
+
+    return read_jsonl(run_dir / "records.jsonl")
 
 
 def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print) -> Path:
