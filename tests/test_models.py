@@ -100,14 +100,16 @@ FAST_CASES = [mfsearch.get_config(n) for n in mfsearch.list_models()] + [random_
 
 @pytest.mark.parametrize("cfg", FAST_CASES, ids=lambda c: c.arch_id)
 def test_fast_kernels_compute_the_plain_function(cfg):
-    """Small-map depthwise path and the DY-ReLU autograd function: same outputs and gradients in float64."""
+    """Small-map depthwise / pointwise paths and the DY-ReLU autograd function: same outputs and gradients
+    in float64, channels-first and channels_last (the training step's layout)."""
     from mfsearch.models.mobile_former import plain_kernels
 
     torch.manual_seed(0)
     model = mfsearch.create_model(cfg, num_classes=10, dropout=0.0).double()
     params = list(model.parameters())
-    for size in (32, 64):
-        x = torch.randn(3, 3, size, size, dtype=torch.float64, requires_grad=True)
+    for size, fmt in ((32, torch.contiguous_format), (64, torch.contiguous_format), (32, torch.channels_last)):
+        model.to(memory_format=fmt)
+        x = torch.randn(3, 3, size, size, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
         for train in (True, False):
             model.train(train)
             fast = model(x)
@@ -120,6 +122,17 @@ def test_fast_kernels_compute_the_plain_function(cfg):
                 assert (a is None) == (b is None)
                 if a is not None:
                     torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * max(1.0, b.abs().max().item()))
+
+
+def test_small_map_pointwise_equals_conv():
+    from mfsearch.models.mobile_former import pointwise_small
+
+    torch.manual_seed(0)
+    for cin, cout, size, bias in [(8, 16, 1, False), (16, 8, 2, True), (5, 7, 1, True), (12, 12, 3, False)]:
+        conv = torch.nn.Conv2d(cin, cout, 1, bias=bias).double()
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(4, cin, size, size, dtype=torch.float64).contiguous(memory_format=fmt)
+            torch.testing.assert_close(pointwise_small(x, conv), conv(x), rtol=1e-12, atol=1e-12)
 
 
 def test_small_map_depthwise_equals_conv_for_every_shape():

@@ -10,10 +10,11 @@ Attention products are written as ``@`` matmuls (what fvcore counts). Channel-fi
 kept throughout: the bridges contract over channels or tokens without transposing the map.
 
 Fast paths (same function, different kernels; all off while ``torch.jit`` traces, so fvcore
-counts the plain ops): depthwise convolutions on maps of at most 4 pixels run as a direct
+counts the plain ops): on maps of at most 4 pixels, depthwise convolutions run as a direct
 per-channel product (oneDNN's depthwise backward is 10-30x slower there, and a 32x32 proxy
-input shrinks to 1x1 and 2x2 maps), DY-ReLU runs as one autograd function that keeps no
-full-size intermediates, and attention on CUDA uses ``scaled_dot_product_attention``.
+input shrinks to 1x1 and 2x2 maps) and dense 1x1 convolutions as one matmul; DY-ReLU runs as
+one autograd function that keeps no full-size intermediates; and attention on CUDA uses
+``scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ def depthwise_small(x: Tensor, conv: nn.Conv2d) -> Tensor:
     return y
 
 
+def pointwise_small(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(x)`` for a dense 1x1 conv as one matmul over the pixels (NHWC view: no copy for channels_last)."""
+    y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+    return y.permute(0, 3, 1, 2)
+
+
 class ConvBN(nn.Module):
     """Bias-free conv (padding ``k // 2``) followed by BatchNorm2d."""
 
@@ -110,10 +117,14 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.depthwise = groups == cin and k > 1 and cout % cin == 0
+        self.pointwise = groups == 1 and k == 1 and stride == 1
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.depthwise and x.shape[-1] * x.shape[-2] <= SMALL_MAP and fast_paths():
-            return self.bn(depthwise_small(x, self.conv))
+        if x.shape[-1] * x.shape[-2] <= SMALL_MAP and fast_paths():
+            if self.depthwise:
+                return self.bn(depthwise_small(x, self.conv))
+            if self.pointwise:
+                return self.bn(pointwise_small(x, self.conv))
         return self.bn(self.conv(x))
 
     @staticmethod
@@ -133,13 +144,13 @@ class _DyReLUFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # noqa: ANN001
+        # max(x a1, x a2) = x a2 + relu(x d) with d = a1 - a2; float masks only (bool ops are slow on CPU)
         x, a1, a2 = ctx.saved_tensors
         d = a1 - a2
-        first = x * d >= 0  # where slope a1 is the maximum
-        gx = g * torch.addcmul(a2, first, d)  # g * (a1 if first else a2)
-        gxx = g * x
-        ga1 = (gxx * first).sum((2, 3), keepdim=True)
-        return gx, ga1, gxx.sum((2, 3), keepdim=True) - ga1
+        gd = torch.ops.aten.threshold_backward(g, x * d, 0)  # g where x d > 0 (slope a1), else 0
+        gx = torch.addcmul(g * a2, gd, d)
+        ga1 = (gd * x).sum((2, 3), keepdim=True)
+        return gx, ga1, (g * x).sum((2, 3), keepdim=True) - ga1
 
 
 class DyReLU(nn.Module):
