@@ -80,8 +80,9 @@ def test_diverging_trials_are_failed_with_reason_and_bounded(tmp_path):
 
 
 def test_two_workers_share_a_journal_store(tmp_path):
-    p = tiny_space(tmp_path, search={"trials": 6, "sampler": "random", "reference_models": False})
-    r = run_cli("run", str(p), "--no-progress", "--workers", "2", cwd=tmp_path)
+    """Two workers from the space file (``search.workers``; the PostgreSQL test uses ``--workers``)."""
+    p = tiny_space(tmp_path, search={"trials": 6, "sampler": "random", "reference_models": False, "workers": 2})
+    r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     assert "study tiny: 6 architectures evaluated" in r.stdout
     ts = load(tmp_path).trials
     trained = _status(ts, "trained")

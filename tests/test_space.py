@@ -83,6 +83,7 @@ BAD = [
     ("name: t\nevaluation:\n  channels: 1\n", r"evaluation.channels: must be 3"),
     ("name: t\nsearch:\n  sampler: annealing\n", r":3: search.sampler: unknown value"),
     ("name: t\nsearch:\n  trials: 1000000000000\n", r"search.trials: must be in"),
+    ("name: t\nsearch:\n  workers: 0\n", r":3: search.workers: must be in \[1, 256\]"),
     ("name: t\nsearch:\n  reference_models: [mobile_former_7m]\n", r"unknown model 'mobile_former_7m'"),
     ("name: t\nstorage: 12\n", r"storage: must be a storage URL"),
     ("name: t\nspace:\n  dropout: {float: [0, 0.2]}\nsearch:\n  sampler: grid\n", r"give this float range a step"),

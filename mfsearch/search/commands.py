@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = proxy_data(space.evaluation)
     except MfsearchDataError as e:
         raise _usage_error(f"{space.path}: evaluation.dataset: {e}") from None
-    workers = args.workers or 1
+    workers = space.search.workers if args.workers is None else args.workers
     if not 1 <= workers <= 256:
         raise _usage_error(f"--workers: must be in [1, 256], got {workers}")
     try:
@@ -207,7 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-references", action="store_true", help="skip the paper reference models")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
     run.add_argument("--workers", type=int, default=None, help="processes sharing the study on this machine "
-                     "(with --engine ray: trials at once)")
+                     "(overrides search.workers; with --engine ray: trials at once)")
     run.add_argument("--engine", default=None, choices=("optuna", "ray"), help="overrides search.engine")
     run.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: local)")
     _common(run)

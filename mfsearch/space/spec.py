@@ -122,6 +122,7 @@ class Search:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     asha: bool = True
+    workers: int = 1  # Optuna engine: processes sharing the study on this machine (--workers overrides)
 
 
 @dataclass(frozen=True)
@@ -458,6 +459,8 @@ def _parse_search(ctx: _Ctx, raw: Any) -> Search:
         kw["max_concurrent"] = _int(ctx, d["max_concurrent"], "search.max_concurrent", 1, 100000, optional=True)
     if "asha" in d:
         kw["asha"] = _bool(ctx, d["asha"], "search.asha")
+    if "workers" in d:
+        kw["workers"] = _int(ctx, d["workers"], "search.workers", 1, 256)
     if "reference_models" in d:
         r = d["reference_models"]
         if isinstance(r, bool):
