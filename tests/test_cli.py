@@ -1,6 +1,7 @@
 """The ``mfsearch`` command line, run as a real subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -78,3 +79,15 @@ def test_impossible_config_one_line_exit_2(tmp_path, text, needle):
 def test_unknown_preset():
     r = run("info", "mobile_former_1m")
     assert r.returncode == 2 and "known models: mobile_former_508m" in r.stderr
+
+
+def test_closed_stdout_is_a_normal_end():
+    """``mfsearch info ... | head``: the reader leaving early is not an error and prints no traceback."""
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: the first write fails with EPIPE
+    try:
+        p = subprocess.run([sys.executable, "-m", "mfsearch.cli", "info", "mobile_former_294m"], stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
