@@ -74,6 +74,7 @@ def test_search_records_budget_dedupe_and_resume(tmp_path):
         assert len(ua["history"]) == 1 and 0 <= ua["accuracy"] <= 100
         assert ua["history"][0]["val_acc"] == ua["accuracy"] == t.values[0]
         assert ua["seed"] == 0 and ua["versions"]["torch"] and ua["train_s"] > 0
+        assert ua["threads"] == (space.evaluation.threads or ua["threads"]) >= 1
         assert ua["eval_id"] == space.evaluation.eval_id()
         assert all(v <= 0 for v in t.constraints.values())
     over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]

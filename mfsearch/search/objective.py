@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
 from ..models import MobileFormerConfig
 from ..space import Space, within_budget
@@ -56,6 +58,7 @@ def base_record(cfg: MobileFormerConfig, space: Space, kind: str, cost: dict[str
         "seed": space.evaluation.seed,
         "sampler_seed": space.search.seed,
         "versions": versions(),
+        "threads": torch.get_num_threads(),  # CPU results depend on it (the order of float reductions)
         "worker": worker_id(),
         "started": time.time(),
     }
