@@ -58,7 +58,7 @@ def base_record(cfg: MobileFormerConfig, space: Space, kind: str, cost: dict[str
         "seed": space.evaluation.seed,
         "sampler_seed": space.search.seed,
         "versions": versions(),
-        "threads": torch.get_num_threads(),  # CPU results depend on it (the order of float reductions)
+        "threads": space.evaluation.threads or torch.get_num_threads(),  # CPU results depend on it
         "worker": worker_id(),
         "started": time.time(),
     }
