@@ -211,3 +211,12 @@ def test_at_least_fifty_bad_space_files_are_tested():
 
 def test_tiny_space_is_valid_yaml():
     assert yaml.safe_load((Path(__file__).parent.parent / "spaces" / "tiny.yaml").read_text())["name"] == "tiny"
+
+
+def test_workers_share_one_progress_bar(tmp_path):
+    """Several workers: their trial lines reach the parent, which prints them under one progress bar."""
+    p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "reference_models": False, "workers": 2})
+    r = run_cli("run", str(p), cwd=tmp_path)
+    assert "study tiny: 3 architectures evaluated" in r.stdout
+    assert sum(line.startswith("#") and " MACs " in line for line in r.stdout.splitlines()) >= 3  # tqdm.write
+    assert "3/3" in r.stderr and "trial" in r.stderr  # the bar reached its total

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif workers == 1:
             summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
         else:
-            summary = run_workers(space, ref, workers, data.num_classes)
+            summary = run_workers(space, ref, workers, data.num_classes, progress=not args.no_progress)
     except InputError as e:
         raise _usage_error(str(e)) from None
     print(f"study {summary.study}: {summary.finished} architectures evaluated ({summary.trained} trained now, "
@@ -75,19 +75,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int) -> None:
+def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int, lines: Any) -> None:
     import torch
 
     from .optuna_engine import OptunaSearch
 
     torch.set_num_threads(threads)
-    OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0).run(num_classes)
+    OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
+                 sink=lambda line, count: lines.put((line, count))).run(num_classes)
 
 
-def run_workers(space: Any, ref: Any, workers: int, num_classes: int) -> Any:
-    """N processes share one study (same storage); returns a summary of the whole study."""
+def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: bool = False) -> Any:
+    """N processes share one study (same storage); returns a summary of the whole study.
+
+    The workers send their trial lines to this process, which prints them under one progress bar.
+    """
     import multiprocessing as mp
     import os
+    import queue
     import time
 
     from .optuna_engine import SearchSummary, evaluated, open_study
@@ -96,17 +101,44 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int) -> Any:
     t0 = time.perf_counter()
     before = len(evaluated(open_study(space, ref)))
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads), daemon=False)
+    lines = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads, lines), daemon=False)
              for i in range(workers)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        target = space.search.trials
+        bar = tqdm(total=target + len(space.reference_names()), initial=min(target, before), desc=space.name,
+                   unit="trial", dynamic_ncols=True, file=sys.stderr)
+
+    def show(timeout: float) -> None:
+        try:
+            line, count = lines.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if bar is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line)
+            bar.update(int(count))
+
     for p in procs:
         p.start()
     try:
+        while any(p.is_alive() for p in procs):
+            show(0.5)
         for p in procs:
             p.join()
+        while not lines.empty():
+            show(0.1)
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     bad = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if bad:
         raise _usage_error(f"worker(s) {bad} stopped with an error (see above); finished trials are kept in "

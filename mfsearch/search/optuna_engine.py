@@ -301,13 +301,15 @@ class OptunaSearch:
     """
 
     def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True,
-                 worker: int = 0, run_references: bool = True) -> None:
+                 worker: int = 0, run_references: bool = True,
+                 sink: Callable[[str, bool], None] | None = None) -> None:
         self.space = space
         self.ref = ref
         self.log = log or (lambda s: print(s, file=sys.stderr))
         self.progress = progress
         self.worker = worker
         self.with_references = run_references
+        self.sink = sink  # (trial line, counts as one finished) -> the parent's progress bar (workers)
 
     # ------------------------------------------------------------------ helpers
     def _line(self, tag: str, cfg: MobileFormerConfig, rec: dict[str, Any], extra: str = "") -> str:
@@ -402,6 +404,8 @@ class OptunaSearch:
             bar.write(line)
             if count:
                 bar.update(1)
+        elif self.sink is not None:
+            self.sink(line, count)
         else:
             self.log(line)
 
