@@ -143,3 +143,16 @@ def test_small_map_depthwise_equals_conv_for_every_shape():
         conv = torch.nn.Conv2d(c, c * mult, 3, stride, 1, groups=c, bias=True).double()
         x = torch.randn(2, c, size, size, dtype=torch.float64)
         torch.testing.assert_close(depthwise_small(x, conv), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_small_map_kernels_train_after_an_inference_mode_call():
+    """The depthwise taps are cached: a first call under inference_mode must not poison later training."""
+    from mfsearch.models import mobile_former as mf
+
+    mf._TAPS.clear()
+    model = mfsearch.create_model("mobile_former_26m", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -74,16 +74,21 @@ def _taps(h: int, w: int, k: int, stride: int, device: torch.device) -> tuple[Te
     """For a ``k x k`` conv with padding ``k // 2``: kernel tap index and validity, (out pixels, in pixels)."""
     key = (h, w, k, stride, str(device))
     if key not in _TAPS:
-        p = k // 2
-        ho, wo = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
-        oy, ox = torch.meshgrid(torch.arange(ho), torch.arange(wo), indexing="ij")
-        iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        dy = iy.reshape(1, -1) - oy.reshape(-1, 1) * stride + p
-        dx = ix.reshape(1, -1) - ox.reshape(-1, 1) * stride + p
-        valid = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
-        idx = torch.where(valid, dy * k + dx, 0)
-        _TAPS[key] = (idx.to(device), valid.to(device))
+        with torch.inference_mode(False):  # cached: must stay usable by autograd after an inference call
+            _TAPS[key] = _build_taps(h, w, k, stride, device)
     return _TAPS[key]
+
+
+def _build_taps(h: int, w: int, k: int, stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    p = k // 2
+    ho, wo = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
+    oy, ox = torch.meshgrid(torch.arange(ho), torch.arange(wo), indexing="ij")
+    iy, ix = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy = iy.reshape(1, -1) - oy.reshape(-1, 1) * stride + p
+    dx = ix.reshape(1, -1) - ox.reshape(-1, 1) * stride + p
+    valid = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
+    idx = torch.where(valid, dy * k + dx, 0)
+    return idx.to(device), valid.to(device)
 
 
 def depthwise_small(x: Tensor, conv: nn.Conv2d) -> Tensor:
