@@ -103,6 +103,8 @@ def test_search_with_a_latency_budget_and_objective(tmp_path):
     for t in over:  # measured, found over, never trained, and the sampler is told why
         assert t.user_attrs["latency_ms"] > budget and "history" not in t.user_attrs
         assert t.constraints["latency"] > 0 and "latency" in t.user_attrs["failure_reason"]
+    png = tmp_path / "runs" / "tiny" / "pareto_latency.png"  # the front on the latency axis, too
+    assert png.stat().st_size > 1000
 
 
 def test_zero_cost_objective_search_trains_nothing(tmp_path):

@@ -35,7 +35,9 @@ def execute(name: str, env: dict[str, str]) -> nbformat.NotebookNode:
 
 
 def test_pareto_notebook(tmp_path):
-    p = tiny_space(tmp_path, name="nbtiny", budget={"macs": 30_000_000},
+    # a (never binding) latency budget: every trial carries a measured latency for the latency plot
+    p = tiny_space(tmp_path, name="nbtiny", budget={"macs": 30_000_000, "latency_ms": 10_000},
+                   latency={"threads": 1, "input_size": 64, "runs": 3, "warmup": 1, "runtime": "eager"},
                    search={"trials": 4, "sampler": "random", "reference_models": ["mobile_former_26m"]})
     space = load_space(p)
     run_dir = tmp_path / "runs" / "nbtiny"
@@ -43,7 +45,7 @@ def test_pareto_notebook(tmp_path):
     nb = execute("pareto_analysis.ipynb", {"MFSEARCH_NOTEBOOK_STUDY": str(run_dir)})
     text = json.dumps([c.get("outputs") for c in nb.cells])
     assert "mobile_former_26m" in text and "| rank |" in text
-    assert (run_dir / "nb_front_macs.png").is_file()
+    assert (run_dir / "nb_front_macs.png").is_file() and (run_dir / "nb_front_latency.png").is_file()
 
 
 @pytest.fixture

@@ -161,33 +161,41 @@ def front_markdown(front: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: x axis of a front plot -> (scale, label)
+AXES = {"macs": (1e-6, "MACs (M)"), "params": (1e-6, "parameters (M)"), "latency_ms": (1.0, "latency (ms)")}
+
+
 def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path,
                x: str = "macs", title: str = "") -> Path:
-    """Accuracy vs ``x`` (MACs or params): every feasible trial, the front, paper models marked."""
+    """Accuracy vs ``x`` (``macs``, ``params`` or ``latency_ms``): feasible trials, the front, paper models."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if x not in AXES:
+        raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
+    scale, label = AXES[x]
     c = candidates(df)
+    if x not in c.columns:
+        c = c.assign(**{x: np.nan})
+    c = c[c[x].notna()]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     search = c[c["kind"] == "search"]
     refs = c[c["kind"] == "reference"]
-    ax.scatter(search[x] / 1e6, search["accuracy"], s=18, alpha=0.6, label="trials")
-    objs = [(n, d) for n, d in objectives if n in ("accuracy", x)] or [("accuracy", "maximize"), (x, "minimize")]
-    if len(objs) < 2:
-        objs = [("accuracy", "maximize"), (x, "minimize")]
-    front = pareto_front(c, objs)
+    ax.scatter(search[x] * scale, search["accuracy"], s=18, alpha=0.6, label="trials")
+    cost = next((n for n, col in OBJECTIVE_COLUMNS.items() if col == x), x)
+    front = pareto_front(c, [("accuracy", "maximize"), (cost, "minimize")]) if not c.empty else c
     if not front.empty:
         f = front.sort_values(x)
-        ax.step(f[x] / 1e6, f["accuracy"], where="post", color="C3", lw=1.5, label="Pareto front")
-        ax.scatter(f[x] / 1e6, f["accuracy"], color="C3", s=30, zorder=3)
+        ax.step(f[x] * scale, f["accuracy"], where="post", color="C3", lw=1.5, label="Pareto front")
+        ax.scatter(f[x] * scale, f["accuracy"], color="C3", s=30, zorder=3)
     if not refs.empty:
-        ax.scatter(refs[x] / 1e6, refs["accuracy"], marker="*", s=140, color="k", zorder=4, label="paper models")
+        ax.scatter(refs[x] * scale, refs["accuracy"], marker="*", s=140, color="k", zorder=4, label="paper models")
         for _, r in refs.iterrows():
-            ax.annotate(r["name"].replace("mobile_former_", "MF-"), (r[x] / 1e6, r["accuracy"]),
+            ax.annotate(r["name"].replace("mobile_former_", "MF-"), (r[x] * scale, r["accuracy"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"{'MACs' if x == 'macs' else 'parameters'} (M)")
+    ax.set_xlabel(label)
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -163,7 +163,7 @@ def load_frames(ref: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None) -> dict[str, Any]:
-    """Write results.csv / results.parquet, pareto.png (+ params plot) and pareto.md into the run dir."""
+    """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
     from ..analysis import front_markdown, hypervolume, pareto_front, plot_front
 
     df, attrs = load_frames(ref)
@@ -178,6 +178,9 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None)
     hv = hypervolume(search_only, objectives, rp) if all(n in rp for n, _ in objectives) else float("nan")
     png = plot_front(df, objectives, ref.run_dir / "pareto.png", "macs", f"{ref.name}: proxy top-1 vs MACs")
     plot_front(df, objectives, ref.run_dir / "pareto_params.png", "params", f"{ref.name}: proxy top-1 vs params")
+    if "latency_ms" in df.columns and df["latency_ms"].notna().any():
+        plot_front(df, objectives, ref.run_dir / "pareto_latency.png", "latency_ms",
+                   f"{ref.name}: proxy top-1 vs latency")
     md = ref.run_dir / "pareto.md"
     md.write_text(f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
                   f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
