@@ -247,3 +247,32 @@ def test_a_trial_between_status_and_tell_still_counts_as_claimed():
     study.ask()  # asked but not claimed yet: no arch_id
     assert in_flight(study, exclude=None) == {"a" * 16: claimed.number, "b" * 16: told_soon.number}
     assert in_flight(study, exclude=claimed.number) == {"b" * 16: told_soon.number}
+
+
+def test_the_target_count_reads_one_snapshot(tmp_path):
+    """Another worker's ``tell`` landing between two reads must not hide its trial from the count."""
+    from mfsearch.search.optuna_engine import OptunaSearch
+
+    space = load_space(tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False}))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    done, other = study.ask(), study.ask()
+    for t, arch, status in ((done, "a" * 16, "trained"), (other, "b" * 16, "trained")):
+        t.set_user_attr("arch_id", arch)
+        t.set_user_attr("status", status)
+    study.tell(done, [50.0, 1e6])  # trained and told; `other` is trained, about to be told by its worker
+    real = study.get_trials
+    calls = []
+
+    def get_trials(*a, **k):  # the other worker tells right after this worker's first read
+        out = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 1:
+            study.tell(other, [60.0, 2e6])
+        return out
+
+    study.get_trials = get_trials
+    search = OptunaSearch(space, StudyRef("t", "memory", tmp_path), progress=False)
+    search._runs, search.stats = {"infeasible": 0, "dup": 0, "fail": 0}, {"trained": 0, "duplicates": 0,
+                                                                           "infeasible": 0, "failed": 0}
+    assert search._next_locked(study, 10, None) == "wait"  # 1 told + 1 in flight: nothing new is claimed
+    assert len(real()) == 2

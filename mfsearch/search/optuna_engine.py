@@ -130,8 +130,11 @@ def _feasible(t: optuna.trial.FrozenTrial) -> bool:
     return t.state == TrialState.COMPLETE and all(c <= 0 for c in trial_constraints(t))
 
 
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+def _finished(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
+              ) -> list[optuna.trial.FrozenTrial]:
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in trials if t.state == TrialState.COMPLETE and _feasible(t)]
 
 
 class claim_lock:  # noqa: N801 - a context manager
@@ -197,15 +200,19 @@ class claim_lock:  # noqa: N801 - a context manager
                 self.conn.close()
 
 
-def in_flight(study: optuna.Study, exclude: int | None) -> dict[str, int]:
+def in_flight(study: optuna.Study, exclude: int | None,
+              trials: list[optuna.trial.FrozenTrial] | None = None) -> dict[str, int]:
     """arch_id -> trial number of the search trials claimed and not yet told (by any worker).
 
     A trial whose status already reads ``trained`` but which is not told yet still counts: a worker
     writes the status just before ``tell``, and another worker counting in that gap would overshoot.
+    Give ``trials`` (one snapshot) when counting together with :func:`evaluated`.
     """
-    return {t.user_attrs["arch_id"]: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.user_attrs.get("status") in ("training", "trained") and t.number != exclude
-            and "arch_id" in t.user_attrs}
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return {t.user_attrs["arch_id"]: t.number for t in trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get("status") in ("training", "trained")
+            and t.number != exclude and "arch_id" in t.user_attrs}
 
 
 class heartbeat:  # noqa: N801 - used as a context manager
@@ -240,10 +247,11 @@ class heartbeat:  # noqa: N801 - used as a context manager
             self.thread.join(timeout=5)
 
 
-def evaluated(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+def evaluated(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
+              ) -> dict[str, optuna.trial.FrozenTrial]:
     """Distinct architectures trained in the study (arch_id -> first trial); the search target."""
     out: dict[str, optuna.trial.FrozenTrial] = {}
-    for t in _finished(study):
+    for t in _finished(study, trials):
         if t.user_attrs.get("status") == "trained":
             out.setdefault(t.user_attrs.get("arch_id", ""), t)
     return out
@@ -454,8 +462,10 @@ class OptunaSearch:
         runs = self._runs
         pool: list[tuple[Any, MobileFormerConfig, dict[str, Any]]] = []  # prescreen candidates
         while True:
-            known = evaluated(study)
-            if not pool and len(known) + len(in_flight(study, exclude=None)) >= target:
+            # one snapshot for both counts: read apart, a trial told in between would be in neither
+            snapshot = study.get_trials(deepcopy=False)
+            known = evaluated(study, snapshot)
+            if not pool and len(known) + len(in_flight(study, None, snapshot)) >= target:
                 return None if len(known) >= target else "wait"
             if runs["dup"] >= space.search.max_resample:
                 if pool:
@@ -483,7 +493,9 @@ class OptunaSearch:
                     runs["infeasible"] = 0
                 continue
             runs["infeasible"] = 0
-            busy = in_flight(study, exclude=trial.number).get(cfg.arch_id)
+            snapshot = study.get_trials(deepcopy=False)  # fresh, and one read for both checks below
+            known = evaluated(study, snapshot)
+            busy = in_flight(study, trial.number, snapshot).get(cfg.arch_id)
             busy = busy if busy is not None else next((t.number for t, c, _ in pool if c.arch_id == cfg.arch_id), None)
             if busy is not None:  # another worker is training this architecture right now (or it is pooled)
                 trial.set_user_attr("kind", "search")
