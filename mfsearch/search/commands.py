@@ -95,7 +95,7 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
     import queue
     import time
 
-    from .optuna_engine import SearchSummary, evaluated, open_study
+    from .optuna_engine import SearchSummary, evaluated, open_study, progress_bar
 
     threads = space.evaluation.threads or max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
@@ -104,13 +104,7 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
     lines = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads, lines), daemon=False)
              for i in range(workers)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        target = space.search.trials
-        bar = tqdm(total=target + len(space.reference_names()), initial=min(target, before), desc=space.name,
-                   unit="trial", dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(space, before) if progress else None
 
     def show(timeout: float) -> None:
         try:

@@ -134,7 +134,7 @@ def _finished(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None
               ) -> list[optuna.trial.FrozenTrial]:
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t for t in trials if t.state == TrialState.COMPLETE and _feasible(t)]
+    return [t for t in trials if _feasible(t)]  # _feasible: COMPLETE and within every constraint
 
 
 class claim_lock:  # noqa: N801 - a context manager
@@ -245,6 +245,15 @@ class heartbeat:  # noqa: N801 - used as a context manager
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=5)
+
+
+def progress_bar(space: Space, done: int) -> Any:
+    """The study's progress bar: search trials (``done`` of them already) plus the reference models."""
+    from tqdm import tqdm
+
+    target = space.search.trials
+    return tqdm(total=target + len(space.reference_names()), initial=min(target, done), desc=space.name,
+                unit="trial", dynamic_ncols=True, file=sys.stderr)
 
 
 def evaluated(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
@@ -566,13 +575,7 @@ class OptunaSearch:
         t0 = time.perf_counter()
         space = self.space
         study = self.open()
-        target = space.search.trials
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=target + len(space.reference_names()), initial=min(target, len(evaluated(study))),
-                       desc=space.name, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(space, len(evaluated(study))) if self.progress else None
         try:
             refs = self.run_references(num_classes, bar) if self.with_references else 0
             while (cand := self.next_candidate(study, num_classes, bar)) is not None:
