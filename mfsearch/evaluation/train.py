@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..models import MobileFormer, MobileFormerConfig
 from ..space.spec import Evaluation
 from .data import TensorLoader, load_dataset, split_indices
+from .memory import retain_freed_cpu_memory
 
 Report = Callable[[int, dict[str, float]], None]
 
@@ -165,9 +166,14 @@ def make_optimizer(model: nn.Module, ev: Evaluation, device: torch.device) -> to
 
 
 class TrainStep:
-    """One optimisation step: channels_last, autocast, fused AdamW, optional ``torch.compile``."""
+    """One optimisation step: channels_last, autocast, fused AdamW, optional ``torch.compile``.
+
+    On CPU the process keeps freed memory for reuse (:mod:`mfsearch.evaluation.memory`).
+    """
 
     def __init__(self, model: nn.Module, ev: Evaluation, device: torch.device, total: int, warmup: int) -> None:
+        if device.type == "cpu":
+            retain_freed_cpu_memory()
         self.model = model.to(device=device, memory_format=torch.channels_last)
         self.opt = make_optimizer(self.model, ev, device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
