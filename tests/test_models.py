@@ -156,3 +156,61 @@ def test_small_map_kernels_train_after_an_inference_mode_call():
         model.eval()(x)
     model.train()(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def _dyrelu_case(fmt, dtype=torch.float64):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 12, 10, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+    a1 = (torch.rand(2, 8, 1, 1, dtype=dtype) * 2).requires_grad_()
+    a2 = (torch.rand(2, 8, 1, 1, dtype=dtype) * 2 - 1).requires_grad_()
+    return x, a1, a2
+
+
+def _dyrelu_grads(fn, x, a1, a2):
+    y = fn(x, a1, a2)
+    g = torch.empty_like(y).copy_(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape))  # y's layout
+    return (y, *torch.autograd.grad(y, [x, a1, a2], g))
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "contiguous"])
+def test_fused_cpu_dyrelu_computes_the_plain_function(monkeypatch, fmt):
+    """The compiled DY-ReLU kernels (large CPU maps): same output, gradients and layout as the plain ops."""
+    from mfsearch.models import mobile_former as mf
+
+    monkeypatch.delenv(mf.FUSED_ENV, raising=False)
+    monkeypatch.setattr(mf, "FUSED_MIN_NUMEL", 1)  # a small map takes the fused path, for a fast compile
+    monkeypatch.setattr(mf, "_FUSED", {})
+    x, a1, a2 = _dyrelu_case(fmt)
+    assert mf._use_fused(x)
+    fused = _dyrelu_grads(mf._DyReLUFn.apply, x, a1, a2)
+    assert mf._FUSED["kernels"] is not None, "the compiled kernels failed and fell back to eager"
+    plain = _dyrelu_grads(lambda x, a1, a2: torch.maximum(x * a1, x * a2), x, a1, a2)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert fused[0].stride() == x.stride() and fused[1].stride() == x.stride()
+
+
+def test_fused_cpu_dyrelu_falls_back_to_eager_with_one_warning(monkeypatch):
+    from mfsearch.models import mobile_former as mf
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(mf, "FUSED_MIN_NUMEL", 1)
+    monkeypatch.setattr(mf, "_FUSED", {"kernels": (broken, broken)})
+    x, a1, a2 = _dyrelu_case(torch.channels_last)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        out = _dyrelu_grads(mf._DyReLUFn.apply, x, a1, a2)
+    assert mf._FUSED["kernels"] is None and not mf._use_fused(x)
+    plain = _dyrelu_grads(lambda x, a1, a2: torch.maximum(x * a1, x * a2), x, a1, a2)
+    for a, b in zip(out, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_cpu_dyrelu_opt_out(monkeypatch):
+    from mfsearch.models import mobile_former as mf
+
+    monkeypatch.setenv(mf.FUSED_ENV, "0")
+    monkeypatch.setattr(mf, "FUSED_MIN_NUMEL", 1)
+    monkeypatch.setattr(mf, "_FUSED", {})
+    assert not mf._use_fused(_dyrelu_case(torch.channels_last)[0])
