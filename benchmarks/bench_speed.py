@@ -99,7 +99,7 @@ def plan_for(device: str, quick: bool) -> Plan:
     if device == "cuda":
         return Plan(3, 1.0, 2, 3, 20) if quick else Plan(5, 3.0, 3, 5, 20)
     # on CPU the second step is still ~40% slower than the steady state (allocator warm-up): two warm-up steps
-    return Plan(2, 1.0, 2, 3, 1) if quick else Plan(3, 3.0, 2, 5, 1)
+    return Plan(2, 1.0, 2, 3, 1) if quick else Plan(3, 3.0, 3, 5, 1)
 
 
 # ----------------------------------------------------------------------------- worker side
