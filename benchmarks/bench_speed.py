@@ -188,8 +188,7 @@ class Cell:
         self.opt.step()
 
     def _mfsearch_step(self) -> None:
-        loss = self.trainer.loss(self.x, self.y)
-        self.trainer.backward_step(loss)
+        self.trainer.step(self.x, self.y)
 
     def train(self, steps: int) -> float:
         """Seconds for ``steps`` training steps."""
@@ -503,8 +502,8 @@ def header(devices: list[str], threads: int, infos: dict[str, str], quick: bool)
         f"batches: {batches}; 1000 classes at 224, 10 at 32; random data; AdamW lr {LR:g}, weight decay "
         f"{WEIGHT_DECAY:g}, no label smoothing",
         "train: baseline = plain eager loop (fp32 channels-first on CPU; bf16 autocast + channels_last on CUDA); "
-        "mfsearch = mfsearch.evaluation.train.TrainStep (precision auto: fp32 on CPU, bf16 on CUDA); "
-        "compiled = the same with compile=True (CUDA only)",
+        "mfsearch = mfsearch.evaluation.train.TrainStep.step (precision auto: fp32 on CPU, bf16 on CUDA; on CUDA "
+        "the whole step replayed as one CUDA graph); compiled = the same with compile=True, no graph (CUDA only)",
         "inference: baseline eval() under no_grad; mfsearch = inference_model (BatchNorm folded, channels_last) under "
         "inference_mode; jit = mfsearch.latency frozen TorchScript (CPU); bf16 autocast on CUDA; "
         "inference ratio = best mfsearch runtime / baseline",

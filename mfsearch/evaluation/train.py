@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,36 +157,58 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def make_optimizer(model: nn.Module, ev: Evaluation, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with the fused kernel where the device has one (one update for all parameters)."""
+def make_optimizer(model: nn.Module, ev: Evaluation, device: torch.device,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where the device has one (one update for all parameters).
+
+    ``capturable``: the learning rate is a tensor the scheduler updates in place and the step
+    count stays on the device, so the update can be captured in a CUDA graph.
+    """
     groups = param_groups(model, ev.weight_decay)
+    if capturable:
+        return torch.optim.AdamW(groups, lr=torch.tensor(ev.lr, device=device), fused=True, capturable=True)
     try:
         return torch.optim.AdamW(groups, lr=ev.lr, fused=device.type in ("cpu", "cuda"))
     except (RuntimeError, ValueError):  # a device without the fused kernel
         return torch.optim.AdamW(groups, lr=ev.lr, foreach=True)
 
 
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before the capture (lazy state, cuDNN / cuBLAS handles)
+
+
 class TrainStep:
     """One optimisation step: channels_last, autocast, fused AdamW, optional ``torch.compile``.
 
+    On CUDA (``evaluation.cuda_graphs``, not with ``compile`` or fp16's loss scaling) :meth:`step`
+    captures forward, backward and the optimizer update of a full batch as one CUDA graph after
+    :data:`GRAPH_WARMUP_STEPS` eager steps and replays it for every batch of the same shape: a
+    proxy step is hundreds of small kernels, and replaying them costs one launch. Batches of
+    another shape, or a capture that fails (warned once), run eagerly with the same optimizer.
     On CPU the process keeps freed memory for reuse (:mod:`mfsearch.evaluation.memory`).
     """
 
     def __init__(self, model: nn.Module, ev: Evaluation, device: torch.device, total: int, warmup: int) -> None:
         if device.type == "cpu":
             retain_freed_cpu_memory()
-        self.model = model.to(device=device, memory_format=torch.channels_last)
-        self.opt = make_optimizer(self.model, ev, device)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
         self.dtype = autocast_dtype(ev.precision, device)
         self.device = device
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
+        self.graphs = device.type == "cuda" and ev.cuda_graphs and not ev.compile and self.scaler is None
+        self.model = model.to(device=device, memory_format=torch.channels_last)
+        self.opt = make_optimizer(self.model, ev, device, capturable=self.graphs)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, max(1, warmup), ev.lr, ev.min_lr))
         self.forward = torch.compile(self.model) if ev.compile else self.model
         self.smoothing = ev.label_smoothing
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static: tuple[Tensor, Tensor, Tensor] | None = None  # input, target, loss of the captured step
+        self._eager_steps = 0
+        self._side: torch.cuda.Stream | None = None
+        self._capturing = False
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
+                            cache_enabled=not self._capturing):  # no autocast cache in a graph
             return F.cross_entropy(self.forward(x).float(), y, label_smoothing=self.smoothing)
 
     def backward_step(self, loss: Tensor) -> None:
@@ -198,6 +221,57 @@ class TrainStep:
             loss.backward()
             self.opt.step()
         self.sched.step()
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """Train on one batch; returns the (detached) loss of the batch before the update."""
+        if self.graphs:
+            if self._static is not None and self._static[0].shape == x.shape and self._static[1].shape == y.shape:
+                return self._replay(x, y)
+            if self._static is None and self._eager_steps >= GRAPH_WARMUP_STEPS and self._capture(x, y):
+                return self._replay(x, y)
+            if self._static is None:  # warm-up steps run on a side stream, as capture requires
+                self._side = self._side or torch.cuda.Stream(self.device)
+                self._side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self._side):
+                    loss = self.loss(x, y)
+                    self.backward_step(loss)
+                torch.cuda.current_stream(self.device).wait_stream(self._side)
+                self._eager_steps += 1
+                return loss.detach()
+        loss = self.loss(x, y)
+        self.backward_step(loss)
+        return loss.detach()
+
+    def _capture(self, x: Tensor, y: Tensor) -> bool:
+        static_x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+        static_y = y.clone()
+        graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        self._capturing = True
+        try:
+            with torch.cuda.graph(graph):
+                static_loss = self.loss(static_x, static_y)
+                static_loss.backward()
+                self.opt.step()
+        except Exception as e:  # noqa: BLE001 - an op that cannot be captured: stay eager for this trainer
+            self.graphs = False
+            self.opt.zero_grad(set_to_none=True)
+            warnings.warn(f"CUDA graph capture of the training step failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "training eagerly (evaluation.cuda_graphs: false skips the attempt)", RuntimeWarning,
+                          stacklevel=3)
+            return False
+        finally:
+            self._capturing = False
+        self._graph, self._static = graph, (static_x, static_y, static_loss)
+        return True
+
+    def _replay(self, x: Tensor, y: Tensor) -> Tensor:
+        static_x, static_y, static_loss = self._static  # type: ignore[misc]
+        static_x.copy_(x)
+        static_y.copy_(y)
+        self._graph.replay()  # type: ignore[union-attr]
+        self.sched.step()  # fills the learning-rate tensor the graph reads
+        return static_loss.detach().clone()
 
 
 def train_and_evaluate(
@@ -223,11 +297,10 @@ def train_and_evaluate(
         data.train.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         for x, y in data.train:
-            loss = trainer.loss(x, y)
+            loss = trainer.step(x, y)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
-            trainer.backward_step(loss)
-            loss_sum += loss.detach()
+            loss_sum += loss
             step += 1
         t1 = time.perf_counter()
         recalibrate_bn(model, data.train, ev.bn_recalibration, trainer.dtype)
@@ -236,7 +309,7 @@ def train_and_evaluate(
         res.train_s += t1 - t0
         res.eval_s += t2 - t1
         metrics = {"epoch": epoch + 1, "val_acc": acc, "train_loss": loss_sum.item() / max(1, steps_per_epoch),
-                   "train_s": t1 - t0, "lr": sched.get_last_lr()[0]}
+                   "train_s": t1 - t0, "lr": float(sched.get_last_lr()[0])}
         res.history.append(metrics)
         res.accuracy = acc
         res.steps = step

@@ -95,11 +95,12 @@ class Evaluation:
     device: str = "cpu"
     precision: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = True  # on CUDA, replay each full training step as one captured graph
 
     def eval_id(self) -> str:
-        """Hash of the settings that change results (not where the data lies, threads, device or compile)."""
+        """Hash of the settings that change results (not where the data lies, threads, device, compile, graphs)."""
         d = dataclasses.asdict(self)
-        for k in ("data_root", "threads", "device", "compile"):
+        for k in ("data_root", "threads", "device", "compile", "cuda_graphs"):
             d.pop(k)
         if d["precision"] == "auto":  # ids from before the setting existed stay valid
             d.pop("precision")
@@ -426,6 +427,8 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
         kw["precision"] = _choice(ctx, d["precision"], f + "precision", PRECISIONS)
     if "compile" in d:
         kw["compile"] = _bool(ctx, d["compile"], f + "compile")
+    if "cuda_graphs" in d:
+        kw["cuda_graphs"] = _bool(ctx, d["cuda_graphs"], f + "cuda_graphs")
     return dataclasses.replace(e, **kw)
 
 

@@ -1,0 +1,68 @@
+"""The training step: one entry point (``TrainStep.step``), and the CUDA-graph replay of a whole step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mfsearch
+from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep
+from mfsearch.space import load_space
+from mfsearch.space.spec import Evaluation
+from mfsearch.yamlio import InputError
+
+from .test_search import tiny_space
+
+
+def _batches(n: int, device: str, size: int = 32, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(batch, 3, size, size, generator=g).to(device),
+             torch.randint(0, 10, (batch,), generator=g).to(device)) for _ in range(n)]
+
+
+def _trainer(device: str, **ev) -> TrainStep:
+    torch.manual_seed(0)
+    model = mfsearch.create_model("mobile_former_26m", num_classes=10, dropout=0.0)
+    ev = Evaluation(lr=2e-3, weight_decay=0.05, label_smoothing=0.1, precision="fp32", device=device, **ev)
+    return TrainStep(model, ev, torch.device(device), total=20, warmup=3)
+
+
+def test_step_is_loss_then_update():
+    a, b = _trainer("cpu"), _trainer("cpu")
+    assert not a.graphs  # graphs are a CUDA feature
+    for x, y in _batches(4, "cpu"):
+        la = a.step(x, y)
+        lb = b.loss(x, y)
+        b.backward_step(lb)
+        assert not la.requires_grad
+        torch.testing.assert_close(la, lb.detach(), rtol=0, atol=0)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert a.sched.get_last_lr() == b.sched.get_last_lr()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_step_trains_like_the_eager_step():
+    graphed, eager = _trainer("cuda"), _trainer("cuda", cuda_graphs=False)
+    assert graphed.graphs and not eager.graphs
+    batches = _batches(GRAPH_WARMUP_STEPS + 6, "cuda")
+    for x, y in batches:
+        torch.testing.assert_close(graphed.step(x, y), eager.step(x, y), rtol=1e-3, atol=1e-4)
+    assert graphed._graph is not None, "the step was never captured"
+    # a batch of another shape runs eagerly beside the graph
+    x, y = _batches(1, "cuda", batch=5)[0]
+    torch.testing.assert_close(graphed.step(x, y), eager.step(x, y), rtol=1e-3, atol=1e-4)
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    for m, n in zip(graphed.model.buffers(), eager.model.buffers()):  # BatchNorm statistics move in the graph
+        torch.testing.assert_close(m, n, rtol=1e-3, atol=1e-4)
+    assert float(graphed.sched.get_last_lr()[0]) == pytest.approx(eager.sched.get_last_lr()[0])
+
+
+def test_cuda_graphs_setting(tmp_path):
+    on = load_space(tiny_space(tmp_path))
+    off = load_space(tiny_space(tmp_path, evaluation={"cuda_graphs": False}))
+    assert on.evaluation.cuda_graphs and not off.evaluation.cuda_graphs
+    assert on.evaluation.eval_id() == off.evaluation.eval_id()  # same results, stored together
+    with pytest.raises(InputError, match="evaluation.cuda_graphs"):
+        load_space(tiny_space(tmp_path, evaluation={"cuda_graphs": "sometimes"}))
