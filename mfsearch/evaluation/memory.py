@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from ..switches import switched_on
 
 ENV = "MFSEARCH_RETAIN_CPU_MEMORY"
 # glibc's mallopt parameters (malloc.h)
@@ -34,7 +35,7 @@ def retain_freed_cpu_memory() -> bool:
     if "applied" in _STATE:
         return _STATE["applied"]
     applied = False
-    if sys.platform.startswith("linux") and os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off"):
+    if sys.platform.startswith("linux") and switched_on(ENV):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             mallopt = libc.mallopt

@@ -19,7 +19,6 @@ large CPU maps; and attention on CUDA uses ``scaled_dot_product_attention``.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..switches import switched_on
 from .config import BlockConfig, MobileFormerConfig
 from .cx import Cx
 
@@ -176,7 +176,7 @@ def _fused_kernels() -> tuple | None:
     if compiling fails (no C++ compiler...) the reason is warned once and the eager ops are used.
     """
     if "kernels" not in _FUSED:
-        if os.environ.get(FUSED_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        if not switched_on(FUSED_ENV):
             _FUSED["kernels"] = None
         else:
             _FUSED["kernels"] = (torch.compile(_dyrelu, dynamic=True),
