@@ -7,6 +7,7 @@ final metrics. A loss that becomes NaN/inf raises :class:`TrialFailed` with the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -201,14 +202,12 @@ class TrainStep:
         self.smoothing = ev.label_smoothing
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static: tuple[Tensor, Tensor, Tensor] | None = None  # input, target, loss of the captured step
-        self._eager_steps = 0
         self._side: torch.cuda.Stream | None = None
-        self._capturing = False
 
-    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+    def loss(self, x: Tensor, y: Tensor, in_graph: bool = False) -> Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
-                            cache_enabled=not self._capturing):  # no autocast cache in a graph
+                            cache_enabled=not in_graph):  # no autocast cache in a graph
             return F.cross_entropy(self.forward(x).float(), y, label_smoothing=self.smoothing)
 
     def backward_step(self, loss: Tensor) -> None:
@@ -224,33 +223,29 @@ class TrainStep:
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on one batch; returns the (detached) loss of the batch before the update."""
-        if self.graphs:
-            if self._static is not None and self._static[0].shape == x.shape and self._static[1].shape == y.shape:
-                return self._replay(x, y)
-            if self._static is None and self._eager_steps >= GRAPH_WARMUP_STEPS and self._capture(x, y):
-                return self._replay(x, y)
-            if self._static is None:  # warm-up steps run on a side stream, as capture requires
-                self._side = self._side or torch.cuda.Stream(self.device)
-                self._side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(self._side):
-                    loss = self.loss(x, y)
-                    self.backward_step(loss)
-                torch.cuda.current_stream(self.device).wait_stream(self._side)
-                self._eager_steps += 1
-                return loss.detach()
-        loss = self.loss(x, y)
-        self.backward_step(loss)
+        if self.graphs and self._static is None and self.sched.last_epoch >= GRAPH_WARMUP_STEPS:
+            self._capture(x, y)  # turns graphs off if it fails
+        if self._static is not None and self._static[0].shape == x.shape and self._static[1].shape == y.shape:
+            return self._replay(x, y)
+        warming_up = self.graphs and self._static is None  # steps before the capture run on a side stream
+        if warming_up:
+            self._side = self._side or torch.cuda.Stream(self.device)
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side) if warming_up else contextlib.nullcontext():
+            loss = self.loss(x, y)
+            self.backward_step(loss)
+        if warming_up:
+            torch.cuda.current_stream(self.device).wait_stream(self._side)
         return loss.detach()
 
-    def _capture(self, x: Tensor, y: Tensor) -> bool:
+    def _capture(self, x: Tensor, y: Tensor) -> None:
         static_x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
         static_y = y.clone()
         graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)
-        self._capturing = True
         try:
             with torch.cuda.graph(graph):
-                static_loss = self.loss(static_x, static_y)
+                static_loss = self.loss(static_x, static_y, in_graph=True)
                 static_loss.backward()
                 self.opt.step()
         except Exception as e:  # noqa: BLE001 - an op that cannot be captured: stay eager for this trainer
@@ -259,11 +254,8 @@ class TrainStep:
             warnings.warn(f"CUDA graph capture of the training step failed ({type(e).__name__}: {str(e)[:200]}); "
                           "training eagerly (evaluation.cuda_graphs: false skips the attempt)", RuntimeWarning,
                           stacklevel=3)
-            return False
-        finally:
-            self._capturing = False
+            return
         self._graph, self._static = graph, (static_x, static_y, static_loss)
-        return True
 
     def _replay(self, x: Tensor, y: Tensor) -> Tensor:
         static_x, static_y, static_loss = self._static  # type: ignore[misc]
