@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
-from .models import (
-    PAPER,
-    BlockConfig,
-    ConfigError,
-    MobileFormer,
-    MobileFormerConfig,
-    complexity,
-    count_params,
-    create_model,
-    get_config,
-    list_models,
-    load_released_checkpoint,
-)
+from os import PathLike
+from typing import Any
 
 __version__ = "0.1.0"
 
+#: the model family's public names, imported on first use (``import mfsearch`` stays cheap: the
+#: command line starts, and answers Ctrl-C, before PyTorch is loaded)
+_MODELS = ("PAPER", "BlockConfig", "ConfigError", "MobileFormer", "MobileFormerConfig", "complexity", "count_params",
+           "create_model", "get_config", "list_models", "load_released_checkpoint")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODELS:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'mfsearch' has no attribute {name!r}")
+
+
+def open_study(target: str | PathLike, storage: str | None = None, runs: str | PathLike | None = None) -> Any:
+    """The :class:`optuna.Study` of a study name, run directory or space file (reading never creates a store).
+
+    For a DataFrame of its trials use :func:`mfsearch.analysis.load_results`.
+    """
+    import optuna
+
+    from .errors import InputError
+    from .search.commands import study_ref
+    from .store import open_storage
+
+    ref = study_ref(target, storage, runs)
+    st = open_storage(ref.storage, create=False)
+    if ref.name not in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}:
+        raise InputError(f"no study named {ref.name} in {ref.run_dir}; run it first")
+    return optuna.load_study(study_name=ref.name, storage=st)
+
+
 __all__ = [
     "PAPER", "BlockConfig", "ConfigError", "MobileFormer", "MobileFormerConfig", "__version__",
-    "complexity", "count_params", "create_model", "get_config", "list_models", "load_released_checkpoint",
+    "complexity", "count_params", "create_model", "get_config", "list_models", "load_released_checkpoint", "open_study",
 ]

@@ -9,12 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-EXIT_USAGE = 2
+from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, RunError
+from .errors import InputError as UsageError  # printed as one line, exit code 2
 
-
-# A user-facing error: printed as one line, exit code 2 (shared with the library's input errors,
-# so the class is the same whether this module runs as ``__main__`` or is imported).
-from .yamlio import InputError as UsageError  # noqa: E402
+EXIT_USAGE = EXIT_INPUT
 
 
 def _fmt_m(n: int) -> str:
@@ -166,27 +164,45 @@ def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_search_commands())
-    args = parser.parse_args(argv)
-    if args.version:
-        from . import __version__
-
-        print(__version__)
-        return 0
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+    """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C."""
     try:
+        parser = build_parser(_search_commands())
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(__version__)
+            return 0
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
         return int(args.func(args) or 0)
     except UsageError as e:
         print(f"mfsearch: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INPUT
+    except RunError as e:
+        print(f"mfsearch: error: {e}", file=sys.stderr)
+        return EXIT_RUN
     except KeyboardInterrupt:
         print("mfsearch: interrupted; stored results are kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (``mfsearch info ... | head``): a normal end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except OSError as e:  # a file system that refuses: name the path, no traceback
+        return _os_error(e)
+
+
+def _os_error(e: OSError) -> int:
+    import errno
+
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        print(f"mfsearch: error: {where}{e.strerror or e}; finished results are kept: free some space and run "
+              "the same command again", file=sys.stderr)
+        return EXIT_RUN
+    print(f"mfsearch: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
+    return EXIT_INPUT
 
 
 if __name__ == "__main__":

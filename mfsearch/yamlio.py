@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
+from .errors import InputError
+
 MAX_FILE_BYTES = 1 << 20
 
-
-class InputError(ValueError):
-    """Bad user input: the message is one line naming the file, line, field and rule."""
+__all__ = ["InputError", "line_of", "load_yaml", "located"]
 
 
 MAX_NODES = 100_000

@@ -172,7 +172,7 @@ def test_changed_evaluation_is_refused_not_mixed(tmp_path):
     p2 = tiny_space(tmp_path, evaluation={"lr": 0.02}, search={"trials": 1, "sampler": "random",
                                                                "reference_models": False})
     r = run_cli("run", str(p2), "--no-progress", cwd=tmp_path, check=False)
-    assert r.returncode == 2 and "evaluation: differs from the settings" in r.stderr
+    assert r.returncode == 2 and "evaluation.lr: study tiny was created with 0.01, this file has 0.02" in r.stderr
     assert "Traceback" not in r.stderr
     assert len(load(tmp_path).trials) >= 1
 

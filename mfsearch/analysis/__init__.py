@@ -211,15 +211,14 @@ def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
     """All trials of the study at ``ref`` (a :class:`~mfsearch.store.StudyRef`) and of its reference study.
 
     Returns ``(frame, study attributes)``; the frame has one row per trial (``kind`` is
-    ``search`` or ``reference``).
+    ``search`` or ``reference``). Reading never creates a store.
     """
     import optuna
 
+    from ..errors import InputError
     from ..store import open_storage
-    from ..yamlio import InputError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = open_storage(ref.storage)
+    st = open_storage(ref.storage, create=False)
     names = {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
     if ref.name not in names:
         raise InputError(f"no study named {ref.name} in the storage; run it first")
@@ -229,14 +228,22 @@ def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
         frames.append(trials_frame(optuna.load_study(study_name=ref.reference_name, storage=st), "reference"))
     attrs = dict(study.user_attrs)
     attrs["run_dir"] = str(ref.run_dir)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        raise InputError(f"study {ref.name} has no trials yet; run it first (mfsearch run SPACE)")
     return pd.concat(frames, ignore_index=True), attrs
 
 
-def load_study(target: str, storage: str | None = None, runs: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """:func:`study_frames` of a space file, a run directory or a study name (notebooks start here)."""
-    from ..store import resolve_study
+def load_results(target: str | Path, storage: str | None = None,
+                 runs: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The trials of a study as a DataFrame, plus its attributes (notebooks start here).
 
-    return study_frames(resolve_study(target, storage, runs))
+    ``target``: a space file, a run directory or a study name (under ``runs``). For the
+    :class:`optuna.Study` itself use :func:`mfsearch.open_study`.
+    """
+    from ..search.commands import study_ref
+
+    return study_frames(study_ref(target, storage, runs))
 
 
 def param_importance(df: pd.DataFrame, seed: int = 0) -> pd.Series:

@@ -3,70 +3,75 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-
-def _usage_error(msg: str) -> Exception:
-    from ..cli import UsageError
-
-    return UsageError(msg)
+from ..errors import InputError, RunError
 
 
 def _space_from_args(args: argparse.Namespace) -> Any:
     from ..space import load_space
-    from ..yamlio import InputError
 
-    try:
-        space = load_space(args.space)
-    except InputError as e:
-        raise _usage_error(str(e)) from None
+    space = load_space(args.space)
     from ..space.spec import MAX_TRIALS
 
     if args.trials is not None and not 1 <= args.trials <= MAX_TRIALS:
-        raise _usage_error(f"--trials: must be in [1, {MAX_TRIALS}], got {args.trials}")
+        raise InputError(f"--trials: must be in [1, {MAX_TRIALS}], got {args.trials}")
     if args.seed is not None and not 0 <= args.seed < 2**31:
-        raise _usage_error(f"--seed: must be in [0, 2^31), got {args.seed}")
+        raise InputError(f"--seed: must be in [0, 2^31), got {args.seed}")
     return space.with_overrides(trials=args.trials, sampler=args.sampler, seed=args.seed,
                                 reference_models=False if args.no_references else None,
                                 engine=args.engine, address=args.address)
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and check a file can be written there (before any work is done)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the {what} here ({e.strerror or e}); choose another folder "
+                         f"or fix its permissions") from None
+    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..evaluation.data import MfsearchDataError
     from ..evaluation.train import proxy_data
     from ..store import StudyRef, default_storage_url, runs_dir
-    from ..yamlio import InputError
     from .optuna_engine import OptunaSearch
 
     space = _space_from_args(args)
-    run_dir = runs_dir(args.runs_dir) / space.name
+    run_dir = writable_dir(runs_dir(args.runs_dir) / space.name, "run directory")
     url = args.storage or space.storage or default_storage_url(run_dir)
     ref = StudyRef(space.name, url, run_dir)
     try:
         data = proxy_data(space.evaluation)
     except MfsearchDataError as e:
-        raise _usage_error(f"{space.path}: evaluation.dataset: {e}") from None
+        raise InputError(f"{space.path}: evaluation.dataset: {e}") from None
     workers = space.search.workers if args.workers is None else args.workers
     if not 1 <= workers <= 256:
-        raise _usage_error(f"--workers: must be in [1, 256], got {workers}")
-    try:
-        if space.search.engine == "ray":
-            from .ray_engine import run_ray
+        raise InputError(f"--workers: must be in [1, 256], got {workers}")
+    if space.search.engine == "ray":
+        from .ray_engine import run_ray
 
-            s = space.search
-            summary = run_ray(space, ref, data.num_classes, s.address, s.cpus_per_trial, s.gpus_per_trial,
-                              s.max_concurrent or (workers if workers > 1 else None), s.asha,
-                              log=lambda m: print(m, file=sys.stderr, flush=True))
-        elif workers == 1:
-            summary = OptunaSearch(space, ref, progress=not args.no_progress).run(data.num_classes)
-        else:
-            summary = run_workers(space, ref, workers, data.num_classes, progress=not args.no_progress)
-    except InputError as e:
-        raise _usage_error(str(e)) from None
+        s = space.search
+        summary = run_ray(space, ref, data.num_classes, s.address, s.cpus_per_trial, s.gpus_per_trial,
+                          s.max_concurrent or (workers if workers > 1 else None), s.asha,
+                          log=lambda m: print(m, file=sys.stderr, flush=True), allow_change=args.allow_change)
+    elif workers == 1:
+        summary = OptunaSearch(space, ref, progress=not args.no_progress,
+                               allow_change=args.allow_change).run(data.num_classes)
+    else:
+        summary = run_workers(space, ref, workers, data.num_classes, progress=not args.no_progress,
+                              allow_change=args.allow_change)
     print(f"study {summary.study}: {summary.finished} architectures evaluated ({summary.trained} trained now, "
           f"{summary.duplicates} duplicates reused, {summary.infeasible} over-budget samples never trained, "
           f"{summary.failed} failed), {summary.references} reference models trained, "
@@ -75,68 +80,149 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int, lines: Any) -> None:
-    import torch
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C in a worker stops its trial, unless the worker is already writing that trial's end.
 
-    from .optuna_engine import OptunaSearch
+    The parent repeats the signal until the worker is gone: an interrupt that lands where Python
+    cannot raise it (a finaliser) is not lost.
+    """
+    from .optuna_engine import cleaning_up
 
-    torch.set_num_threads(threads)
-    OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
-                 sink=lambda line, count: lines.put((line, count))).run(num_classes)
+    if not cleaning_up():
+        raise KeyboardInterrupt
 
 
-def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: bool = False) -> Any:
+def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int, lines: Any,
+                 allow_change: bool) -> None:
+    """One worker process: its trial lines and its one-line error (if any) go to the parent."""
+    import signal
+
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, _on_sigint)  # ignored until here (inherited): no traceback mid-start-up
+        import torch
+
+        from .optuna_engine import OptunaSearch
+
+        torch.set_num_threads(threads)
+        OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
+                     sink=lambda line, count: lines.put(("line", line, count)), allow_change=allow_change
+                     ).run(num_classes)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent repeats the signal: nothing more to stop
+        code = 130
+    except InputError as e:
+        lines.put(("error", 2, str(e)))
+        code = 2
+    except RunError as e:
+        lines.put(("error", 1, str(e)))
+        code = 1
+    except Exception as e:  # noqa: BLE001 - a crash: its traceback goes to a file, one line to the user
+        import traceback
+
+        log = Path(ref.run_dir) / f"worker-{worker}.log"
+        try:
+            log.write_text(traceback.format_exc())
+            where = f"; traceback in {log}"
+        except OSError:
+            where = ""
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        lines.put(("error", 1, f"worker {worker} crashed ({type(e).__name__}: {first}){where}; finished trials "
+                   "are kept: run the same command again to continue"))
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        lines.close()
+        lines.join_thread()  # every message is handed to the pipe before the process ends
+    sys.exit(code)
+
+
+def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: bool = False,
+                allow_change: bool = False) -> Any:
     """N processes share one study (same storage); returns a summary of the whole study.
 
-    The workers send their trial lines to this process, which prints them under one progress bar.
+    The workers send their trial lines to this process, which prints them under one progress
+    bar. A worker's error reaches the user once, as one line; Ctrl-C stops every worker, each
+    marking its trial interrupted (bounded wait, then the stragglers are terminated).
     """
     import multiprocessing as mp
-    import os
     import queue
+    import signal
     import time
 
     from .optuna_engine import SearchSummary, evaluated, open_study, progress_bar
 
     threads = space.evaluation.threads or max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
-    before = len(evaluated(open_study(space, ref)))
+    before = len(evaluated(open_study(space, ref, allow_change=allow_change)))
     ctx = mp.get_context("spawn")
     lines = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads, lines), daemon=False)
-             for i in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads, lines, allow_change),
+                         daemon=False) for i in range(workers)]
     bar = progress_bar(space, before) if progress else None
+    errors: list[tuple[int, str]] = []
+
+    def handle(msg: tuple) -> None:
+        if msg[0] == "error":
+            if msg[2] not in [m for _, m in errors]:
+                errors.append((msg[1], msg[2]))
+        elif bar is None:
+            print(msg[1], file=sys.stderr, flush=True)
+        else:
+            bar.write(msg[1])
+            bar.update(int(msg[2]))
 
     def show(timeout: float) -> None:
         try:
-            line, count = lines.get(timeout=timeout)
+            handle(lines.get(timeout=timeout))
         except queue.Empty:
-            return
-        if bar is None:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            bar.write(line)
-            bar.update(int(count))
+            pass
 
-    for p in procs:
-        p.start()
+    def drain() -> None:
+        while True:
+            try:
+                handle(lines.get_nowait())
+            except queue.Empty:
+                return
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children start with Ctrl-C ignored (see _worker_main)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, old)
     try:
         while any(p.is_alive() for p in procs):
             show(0.5)
         for p in procs:
             p.join()
-        while not lines.empty():
-            show(0.1)
+        drain()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        print("mfsearch: stopping the workers; each marks its trial interrupted", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 30
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            for p in procs:  # also when the interrupt reached only this process; repeated (see _on_sigint)
+                if p.is_alive() and p.pid:
+                    os.kill(p.pid, signal.SIGINT)
+            show(1.0)
         for p in procs:
-            p.terminate()
+            if p.is_alive():
+                p.terminate()  # its trial is failed as interrupted by the next run (its pid is gone)
+            p.join(5)
         raise
     finally:
         if bar is not None:
             bar.close()
+    if errors:
+        for _, msg in errors[1:]:
+            print(f"mfsearch: error: {msg}", file=sys.stderr)
+        code, msg = errors[0]
+        raise (InputError if code == 2 else RunError)(msg)
     bad = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if bad:
-        raise _usage_error(f"worker(s) {bad} stopped with an error (see above); finished trials are kept in "
-                           "the store: run the same command again to continue")
+        raise RunError(f"worker(s) {bad} stopped (exit codes {[procs[i].exitcode for i in bad]}); finished trials "
+                       "are kept in the store: run the same command again to continue")
     study = open_study(space, ref)
     after = evaluated(study)
     trials = study.get_trials(deepcopy=False)
@@ -156,29 +242,50 @@ def load_frames(ref: Any) -> tuple[Any, dict[str, Any]]:
     return study_frames(ref)
 
 
-def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None) -> dict[str, Any]:
+def _atomic(path: Path, write: Any) -> Path:
+    """Write ``path`` through a temporary file beside it: a full disk never leaves half a file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            raise RunError(f"{path}: cannot be written ({e.strerror}); the results store is intact: free some "
+                           f"space, then `mfsearch pareto {path.parent}` writes it again") from None
+            raise InputError(f"{path}: cannot be written ({e.strerror or e}); choose another folder (--out) or fix "
+                         "its permissions") from None
+    return path
+
+
+def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
+           out_dir: Path | None = None) -> dict[str, Any]:
     """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
     from ..analysis import front_markdown, hypervolume, pareto_front, plot_front
 
     df, attrs = load_frames(ref)
     objectives = objectives or attrs.get("objectives") or [["accuracy", "maximize"], ["macs", "minimize"]]
-    ref.run_dir.mkdir(parents=True, exist_ok=True)
-    csv, parquet = ref.run_dir / "results.csv", ref.run_dir / "results.parquet"
-    df.to_csv(csv, index=False)
-    df.to_parquet(parquet, index=False)
+    folder = writable_dir(Path(out_dir or ref.run_dir), "results")
+    csv = _atomic(folder / "results.csv", lambda p: df.to_csv(p, index=False))
+    parquet = _atomic(folder / "results.parquet", lambda p: df.to_parquet(p, index=False))
     front = pareto_front(df, objectives)
     search_only = df[df["kind"] == "search"]
     rp = attrs.get("reference_point") or {"accuracy": 0.0}
     hv = hypervolume(search_only, objectives, rp) if all(n in rp for n, _ in objectives) else float("nan")
-    png = plot_front(df, objectives, ref.run_dir / "pareto.png", "macs", f"{ref.name}: proxy top-1 vs MACs")
-    plot_front(df, objectives, ref.run_dir / "pareto_params.png", "params", f"{ref.name}: proxy top-1 vs params")
+    png = _atomic(folder / "pareto.png", lambda p: plot_front(df, objectives, p, "macs",
+                                                              f"{ref.name}: proxy top-1 vs MACs"))
+    _atomic(folder / "pareto_params.png", lambda p: plot_front(df, objectives, p, "params",
+                                                               f"{ref.name}: proxy top-1 vs params"))
     if "latency_ms" in df.columns and df["latency_ms"].notna().any():
-        plot_front(df, objectives, ref.run_dir / "pareto_latency.png", "latency_ms",
-                   f"{ref.name}: proxy top-1 vs latency")
-    md = ref.run_dir / "pareto.md"
-    md.write_text(f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
-                  f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
-                  + front_markdown(front))
+        _atomic(folder / "pareto_latency.png", lambda p: plot_front(df, objectives, p, "latency_ms",
+                                                                    f"{ref.name}: proxy top-1 vs latency"))
+    text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
+            f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
+            + front_markdown(front))
+    md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df)}
     if out is not None:
@@ -192,25 +299,34 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None)
     return info
 
 
-def _ref_from_args(args: argparse.Namespace) -> Any:
-    from ..store import resolve_study
-    from ..yamlio import InputError
+def study_ref(target: str | Path, storage: str | None = None, runs: str | Path | None = None) -> Any:
+    """The study of a space file, a run directory or a study name (under the runs directory)."""
+    from ..store import StudyRef, default_storage_url, resolve_study, runs_dir
 
-    try:
-        return resolve_study(args.study, args.storage, args.runs_dir)
-    except InputError as e:
-        raise _usage_error(str(e)) from None
+    p = Path(target)
+    if p.suffix in (".yaml", ".yml") and not (p / "study.json").exists():
+        from ..space import load_space
+
+        space = load_space(p)
+        run_dir = runs_dir(runs) / space.name
+        return StudyRef(space.name, storage or space.storage or default_storage_url(run_dir), run_dir)
+    return resolve_study(target, storage, runs)
+
+
+def _ref_from_args(args: argparse.Namespace) -> Any:
+    return study_ref(args.study, args.storage, args.runs_dir)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     ref = _ref_from_args(args)
     df, _ = load_frames(ref)
-    out = Path(args.out) if args.out else ref.run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "results.csv", index=False)
-    df.to_parquet(out / "results.parquet", index=False)
+    out = writable_dir(Path(args.out) if args.out else ref.run_dir, "results")
+    _atomic(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    _atomic(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
     cols = ["trial", "kind", "status", "name", "arch_id", "macs", "params", "accuracy", "total_s"]
-    with __import__("pandas").option_context("display.width", 160, "display.max_rows", 200):
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(df[cols].to_string(index=False))
     print(f"wrote {out / 'results.csv'} and {out / 'results.parquet'} ({len(df)} trials)")
     return 0
@@ -218,7 +334,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     ref = _ref_from_args(args)
-    export(ref, None, out=sys.stdout)
+    export(ref, None, out=sys.stdout, out_dir=Path(args.out) if args.out else None)
     return 0
 
 
@@ -239,6 +355,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "(overrides search.workers; with --engine ray: trials at once)")
     run.add_argument("--engine", default=None, choices=("optuna", "ray"), help="overrides search.engine")
     run.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: local)")
+    run.add_argument("--allow-change", action="store_true",
+                     help="continue a study although its space file changed in a compatible way (a knob's range, "
+                     "a constant): the change is recorded in the study; budget, objectives, evaluation and choice "
+                     "lists never change within a study")
     _common(run)
     run.set_defaults(func=cmd_run)
     res = sub.add_parser("results", help="export a study as a tidy table (CSV and Parquet)")
@@ -248,5 +368,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     res.set_defaults(func=cmd_results)
     par = sub.add_parser("pareto", help="Pareto-front plot, markdown table and hypervolume of a study")
     par.add_argument("study", help="a space file, a run directory or a study name")
+    par.add_argument("--out", default=None, help="output folder (default: the run directory)")
     _common(par)
     par.set_defaults(func=cmd_pareto)

@@ -1,7 +1,7 @@
 """The Optuna engine: ask/tell search with MAC budgets, de-duplication and reference models.
 
 - The budget is checked analytically before any training: an over-budget sample is told to
-  Optuna as an infeasible trial (``trial.set_constraint``) so samplers learn the boundary, and
+  Optuna as an infeasible trial (its constraints > 0) so samplers learn the boundary, and
   is never trained.
 - After ``search.max_resample`` infeasible samples in a row, the last sample is *repaired*
   (its knobs lowered greedily, bounded steps) and enqueued, so a mostly-over-budget space still
@@ -14,42 +14,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import math
 import sys
-import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from .. import _optuna
+from ..errors import InputError, RunError
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
+from ..space.definition import definition, first_difference
 from ..space.sample import knob_dists
 from ..space.spec import ZERO_COST, Dist
-from ..store import (
-    TRANSIENT_WINDOW_S,
-    Retrying,
-    StorageError,
-    StudyRef,
-    _transient,
-    fail_stale_trials,
-    open_storage,
-    redact,
-    trial_constraints,
-    write_run_info,
-)
-from ..yamlio import InputError
+from ..store import Retrying, StorageError, StudyRef, open_storage, redact, trial_constraints, write_run_info
+from ..store.claim import claim_lock
+from ..store.liveness import HEARTBEAT_S, STALE_S, Heartbeat, fail_stale_trials, last_sign_of_life
 from .objective import OverBudget, base_record, evaluate, objective_values, zero_cost_record
 
 Log = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+_CLEANING = [0]
+
+
+def cleaning_up() -> bool:
+    """Whether this process is writing the end of an interrupted trial (Ctrl-C waits for it)."""
+    return _CLEANING[0] > 0
+
+
+@contextlib.contextmanager
+def _cleanup() -> Any:
+    _CLEANING[0] += 1
+    try:
+        yield
+    finally:
+        _CLEANING[0] -= 1
 
 
 @dataclass
@@ -76,7 +85,7 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def study_attrs(space: Space) -> dict[str, Any]:
-    """What a study pins at creation: objectives, budget, evaluation, HV reference point."""
+    """What a study pins at creation: its definition (objectives, budget, evaluation, knobs), HV reference point."""
     ref_point = {"accuracy": 0.0}
     if space.budget.macs:
         ref_point["macs"] = space.budget.macs
@@ -91,13 +100,75 @@ def study_attrs(space: Space) -> dict[str, Any]:
         "eval_id": space.evaluation.eval_id(),
         "evaluation": space.evaluation.__dict__,
         "reference_point": ref_point,
-        "space": space.raw,
+        "definition": definition(space),
+        "constraint_names": list(constraint_values({"macs": 0, "params": 0}, space.budget)),
     }
 
 
+def _stored_definition(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The definition a study was created with (derived from the stored space file for older studies)."""
+    if isinstance(attrs.get("definition"), dict):
+        return attrs["definition"]
+    raw = attrs.get("space")
+    if not isinstance(raw, dict):
+        return None
+    from ..space.spec import space_from_data
+
+    try:
+        return definition(space_from_data(raw, "<stored space>", {}))
+    except (InputError, ValueError, TypeError):
+        return None
+
+
+def _show(v: Any) -> str:
+    import json
+
+    text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_definition(space: Space, study: Any, name: str, allow_change: bool = False) -> None:
+    """Refuse a space whose definition differs from the study's (one line naming the first field).
+
+    With ``allow_change`` an acceptable change (see :mod:`mfsearch.space.definition`) is taken:
+    the study's definition is updated and the change recorded in ``definition_changes``.
+    """
+    attrs = study.user_attrs
+    new = definition(space)
+    stored = _stored_definition(attrs)
+    if stored is None:  # an old study without a readable definition: what was always compared
+        if attrs.get("objectives") != new["objectives"]:
+            raise InputError(f"{space.path}: objectives: study {name} has {attrs.get('objectives')}; use another "
+                             "name to start a new study")
+        if attrs.get("eval_id") != new["evaluation"]["eval_id"]:
+            raise InputError(f"{space.path}: evaluation: differs from the settings study {name} was created with; "
+                             "results would not be comparable: use another name for a new study")
+        study.set_user_attr("definition", new)
+        return
+    diff = first_difference(stored, new)
+    if diff is None:
+        if "definition" not in attrs:
+            study.set_user_attr("definition", new)
+        return
+    fld, old, cur, ok = diff
+    if not ok:
+        why = ("a choice list cannot change within a study (its samplers keep one distribution per knob)"
+               if fld.startswith("space.") else "results stored under the old value would be mixed with new ones")
+        raise InputError(f"{space.path}: {fld}: study {name} was created with {_show(old)}, this file has "
+                         f"{_show(cur)}; {why}: give the file another name to start a new study")
+    if not allow_change:
+        raise InputError(f"{space.path}: {fld}: study {name} was created with {_show(old)}, this file has "
+                         f"{_show(cur)}; give the file another name to start a new study, or run with "
+                         "--allow-change to continue this one with the changed space (recorded in the study)")
+    changes = list(attrs.get("definition_changes") or [])
+    changes.append({"time": time.time(), "file": str(space.path), "first_field": fld, "from": stored, "to": new})
+    study.set_user_attr("definition_changes", changes)
+    study.set_user_attr("definition", new)
+
+
 def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler | None = None,
-               name: str | None = None) -> optuna.Study:
-    """Create or load the study; a study made with other objectives or evaluation settings is refused."""
+               name: str | None = None, allow_change: bool = False) -> optuna.Study:
+    """Create or load the study; a study made with another definition is refused (see :func:`check_definition`)."""
     storage = open_storage(ref.storage)
     name = name or ref.name
     directions = [d for _, d in space.objectives]
@@ -106,23 +177,21 @@ def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler
                                     load_if_exists=True)
     except ValueError as e:
         raise InputError(f"study {name} in {redact(ref.storage)}: {e}") from None
+    except OSError:
+        raise
     except Exception as e:  # noqa: BLE001 - a database that refuses: one clear line
         raise StorageError(f"storage {redact(ref.storage)}: cannot open study {name} "
                            f"({redact(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
     if not ref.storage.startswith(("journal:",)) and not ref.storage.endswith(".log"):
         study = Retrying(study, ref.storage, log=lambda m: print(m, file=sys.stderr))
-    attrs = study.user_attrs
-    want = study_attrs(space)
-    if not attrs:
-        for k, v in want.items():
+    if not study.user_attrs:
+        for k, v in study_attrs(space).items():
             study.set_user_attr(k, v)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([n for n, _ in space.objectives])  # optuna-dashboard shows them by name
     else:
-        if attrs.get("objectives") != want["objectives"]:
-            raise InputError(f"{space.path}: objectives: the stored study {name} has {attrs.get('objectives')}; "
-                             "use another name to start a new study")
-        if attrs.get("eval_id") != want["eval_id"]:
-            raise InputError(f"{space.path}: evaluation: differs from the settings study {name} was created with; "
-                             "results would not be comparable: use another name for a new study")
+        check_definition(space, study, name, allow_change)
     return study
 
 
@@ -135,69 +204,6 @@ def _finished(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return [t for t in trials if _feasible(t)]  # _feasible: COMPLETE and within every constraint
-
-
-class claim_lock:  # noqa: N801 - a context manager
-    """Serialises "count, sample, mark training" between workers so a study never overshoots.
-
-    A file lock next to a journal / SQLite file (workers on one machine); a PostgreSQL advisory
-    lock for a database shared by several machines; nothing for other storages.
-    """
-
-    def __init__(self, ref: StudyRef, study: Any) -> None:
-        self.ref = ref
-        self.study = study
-        self.fh: Any = None
-        self.conn: Any = None
-
-    def __enter__(self) -> claim_lock:
-        url = self.ref.storage
-        if url.startswith("postgresql"):
-            import sqlalchemy
-
-            self._key = int.from_bytes(hashlib.sha256(self.ref.name.encode()).digest()[:7], "big")
-            storage = self.study._storage
-            engine = getattr(storage, "_backend", storage).engine
-            deadline = time.monotonic() + TRANSIENT_WINDOW_S
-            while True:  # the database may be away for a while: retry like every storage call
-                try:
-                    self.conn = engine.connect()
-                    self.conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-                    break
-                except Exception as e:  # noqa: BLE001 - classified just below
-                    if self.conn is not None:
-                        self.conn.close()
-                        self.conn = None
-                    if not _transient(e) or time.monotonic() > deadline:
-                        raise StorageError(f"storage {redact(url)}: cannot take the claim lock "
-                                           f"({type(e).__name__}); stored trials are safe: run the same "
-                                           "command again once the database is back") from None
-                    time.sleep(2.0)
-        elif url.startswith(("journal:", "sqlite:")) or url.endswith(".log"):
-            import fcntl
-
-            path = Path(self.ref.run_dir) / ".claim.lock"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = open(path, "a+")  # noqa: SIM115 - closed in __exit__
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fh is not None:
-            import fcntl
-
-            fcntl.flock(self.fh, fcntl.LOCK_UN)
-            self.fh.close()
-        if self.conn is not None:
-            import sqlalchemy
-
-            try:
-                self.conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            except Exception as e:  # noqa: BLE001 - a dropped session has released its locks already
-                if not _transient(e):
-                    raise
-            finally:
-                self.conn.close()
 
 
 def in_flight(study: optuna.Study, exclude: int | None,
@@ -213,38 +219,6 @@ def in_flight(study: optuna.Study, exclude: int | None,
     return {t.user_attrs["arch_id"]: t.number for t in trials
             if t.state == TrialState.RUNNING and t.user_attrs.get("status") in ("training", "trained")
             and t.number != exclude and "arch_id" in t.user_attrs}
-
-
-class heartbeat:  # noqa: N801 - used as a context manager
-    """Record the trial's heartbeat during training (RDB storages), so a dead worker's trial is failed."""
-
-    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        self.storage = study._storage
-        self.trial_id = trial._trial_id
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def _beat(self, interval: float) -> None:
-        while not self.stop.wait(interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # noqa: BLE001 - the database may be away for a while; keep training
-                pass
-
-    def __enter__(self) -> heartbeat:
-        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
-        if isinstance(self.storage, BaseHeartbeat) and is_heartbeat_enabled(self.storage):
-            self.storage.record_heartbeat(self.trial_id)
-            interval = float(self.storage.get_heartbeat_interval() or 30)
-            self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
 
 
 def progress_bar(space: Space, done: int) -> Any:
@@ -319,8 +293,9 @@ class OptunaSearch:
 
     def __init__(self, space: Space, ref: StudyRef, log: Log | None = None, progress: bool = True,
                  worker: int = 0, run_references: bool = True,
-                 sink: Callable[[str, bool], None] | None = None) -> None:
+                 sink: Callable[[str, bool], None] | None = None, allow_change: bool = False) -> None:
         self.space = space
+        self.allow_change = allow_change  # accept a compatible change of the space (recorded in the study)
         self.ref = ref
         self.log = log or (lambda s: print(s, file=sys.stderr))
         self.progress = progress
@@ -352,15 +327,15 @@ class OptunaSearch:
         for k, v in res.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("status", "trained")
-        for k, v in constraint_values(rec, self.space.budget).items():
-            trial.set_constraint(k, v)
+        _optuna.set_constraints(trial, constraint_values(rec, self.space.budget))
         study.tell(trial, objective_values(self.space, rec))
         return rec
 
     def fail(self, study: optuna.Study, trial: Any, reason: str, status: str = "failed") -> None:
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("failure_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
+        with _cleanup():
+            trial.set_user_attr("status", status)
+            trial.set_user_attr("failure_reason", reason)
+            study.tell(trial, state=TrialState.FAIL)
         self.log(f"trial {trial.number} {status}: {reason}")
 
     def _train_trial(self, study: optuna.Study, trial: Any, cfg: MobileFormerConfig,
@@ -377,7 +352,7 @@ class OptunaSearch:
                     raise StopTrial
 
         try:
-            with heartbeat(study, trial):
+            with Heartbeat(trial):
                 res = evaluate(cfg, self.space, report)
         except TrialFailed as e:
             self.fail(study, trial, str(e))
@@ -399,7 +374,7 @@ class OptunaSearch:
         names = self.space.reference_names()
         if not names:
             return 0
-        study = open_study(self.space, self.ref, name=self.ref.reference_name)
+        study = open_study(self.space, self.ref, name=self.ref.reference_name, allow_change=self.allow_change)
         fail_stale_trials(study)
         done = {t.user_attrs.get("name") for t in _finished(study)}
         count = 0
@@ -408,13 +383,26 @@ class OptunaSearch:
                 continue
             cfg = get_config(name).replace(num_classes=num_classes)
             trial = study.ask()
-            rec = {**base_record(cfg, self.space, "reference"), "name": name}
-            self.begin(trial, rec)
-            rec_done = self._train_trial(study, trial, cfg, rec)
+            with self._owning(study, trial):
+                rec = {**base_record(cfg, self.space, "reference"), "name": name}
+                self.begin(trial, rec)
+                rec_done = self._train_trial(study, trial, cfg, rec)
             if rec_done is not None:
                 count += 1
                 self._emit(bar, self._line(f"ref {name[14:]}", cfg, rec_done))
         return count
+
+    @contextlib.contextmanager
+    def _owning(self, study: optuna.Study, trial: Any) -> Any:
+        """A trial this worker claimed is never left RUNNING: an error or Ctrl-C fails it with the reason."""
+        try:
+            yield
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                self._abandon(study, [trial], "interrupted by the user", "interrupted")
+            else:
+                self._abandon(study, [trial], f"stopped by {type(e).__name__}: {str(e)[:200]}", "failed")
+            raise
 
     def _emit(self, bar: Any, line: str, count: bool = True) -> None:
         if bar is not None:
@@ -430,7 +418,7 @@ class OptunaSearch:
     def open(self) -> optuna.Study:
         """Load (or create) the study with a sampler seeded from the seed, the trial count and the worker."""
         space = self.space
-        probe = open_study(space, self.ref)
+        probe = open_study(space, self.ref, allow_change=self.allow_change)
         fail_stale_trials(probe)
         # a resumed run does not replay old samples, and workers started together differ
         seed = space.search.seed + len(probe.trials) + 100_003 * self.worker
@@ -450,22 +438,69 @@ class OptunaSearch:
 
     def next_candidate(self, study: optuna.Study, num_classes: int, bar: Any = None,
                        wait: bool = True) -> tuple[Any, MobileFormerConfig, dict[str, Any]] | None:
-        """The next architecture to train: ``(trial, config, record)``, or None when the study is done.
+        """The next architecture to train: ``(trial, config, record)``, or None when nothing is left to claim.
 
         Over-budget, invalid and duplicate samples are told to the study on the way (bounded).
+        When the last trials are being trained by other workers this worker leaves them to
+        finish, except that a trial whose worker went quiet is waited on (saying so) until it
+        beats again or is failed as stale, at most :data:`STALE_S` seconds, and then redone here.
         """
+        said = 0.0
         while True:
-            with claim_lock(self.ref, study):
-                out = self._next_locked(study, num_classes, bar)
+            asked: list[Any] = []
+            with claim_lock(self.ref, study, log=self.log):
+                try:
+                    out = self._next_locked(study, num_classes, bar, asked)
+                except BaseException as e:
+                    self._abandon(study, asked, f"sampling stopped ({type(e).__name__}: {str(e)[:200]})")
+                    raise
             if out != "wait":
                 return out
+            if fail_stale_trials(study):
+                continue  # a dead worker's trial was failed: claim it again here
             if not wait:
                 return None
-            time.sleep(1.0)  # other workers are training the last trials; one may fail
-            fail_stale_trials(study)  # ... or die: then its trial is failed and redone here
+            now = time.time()
+            others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                      if t.user_attrs.get("status") in ("training", "trained")]
+            quiet = [t for t in others if now - last_sign_of_life(t) > 2 * HEARTBEAT_S]
+            if not quiet:
+                if others:
+                    self.log(f"{len(others)} trial(s) of the study are being trained by other workers "
+                             f"({self._who(others, now)}); they complete the study")
+                return None
+            if now - said > 30:
+                self.log(f"waiting for trial(s) {self._who(quiet, now)}: each either beats again or is failed "
+                         f"as stale {STALE_S:.0f} s after its last heartbeat, and is then redone here")
+                said = now
+            time.sleep(2.0)
 
-    def _next_locked(self, study: optuna.Study, num_classes: int, bar: Any) -> Any:
-        """Under the claim lock: sample until a candidate is found and marked ``training``."""
+    @staticmethod
+    def _who(trials: list, now: float) -> str:
+        parts = []
+        for t in trials[:4]:
+            w = t.user_attrs.get("worker") or {}
+            parts.append(f"#{t.number} on {w.get('host', '?')} pid {w.get('pid', '?')}, "
+                         f"last heartbeat {now - last_sign_of_life(t):.0f} s ago")
+        return "; ".join(parts) + (f"; {len(trials) - 4} more" if len(trials) > 4 else "")
+
+    @staticmethod
+    def _abandon(study: optuna.Study, trials: list[Any], reason: str, status: str = "abandoned") -> None:
+        """Tell FAIL every trial of ``trials`` not told yet, so nothing stays RUNNING after an error."""
+        for trial in trials:
+            try:
+                with _cleanup():
+                    trial.set_user_attr("status", status)
+                    trial.set_user_attr("failure_reason", reason)
+                    study.tell(trial, state=TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - told already, or the storage is away (then it goes stale)
+                pass
+
+    def _next_locked(self, study: optuna.Study, num_classes: int, bar: Any, asked: list[Any]) -> Any:
+        """Under the claim lock: sample until a candidate is found and marked ``training``.
+
+        Every trial asked here is appended to ``asked`` (the caller fails the untold ones on an error).
+        """
         space = self.space
         target = space.search.trials
         runs = self._runs
@@ -483,6 +518,7 @@ class OptunaSearch:
                          "(the space is exhausted or the sampler has converged)")
                 return None
             trial = study.ask()
+            asked.append(trial)
             try:
                 cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
                 fits, cost = within_budget(cfg, space.budget)
@@ -561,7 +597,7 @@ class OptunaSearch:
             self._runs["fail"] += 1
             if self._runs["fail"] >= self.space.search.max_failures:
                 reason = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("failure_reason")
-                raise InputError(f"{self.space.path}: search.max_failures: {self._runs['fail']} trials in a row "
+                raise RunError(f"{self.space.path}: search.max_failures: {self._runs['fail']} trials in a row "
                                  f"failed (last: {reason}); check the evaluation settings")
             return
         self._runs["fail"] = 0
@@ -580,8 +616,9 @@ class OptunaSearch:
             refs = self.run_references(num_classes, bar) if self.with_references else 0
             while (cand := self.next_candidate(study, num_classes, bar)) is not None:
                 trial, cfg, rec = cand
-                done = self._train_trial(study, trial, cfg, rec)
-                self.count_outcome(study, trial, cfg, done, bar)
+                with self._owning(study, trial):
+                    done = self._train_trial(study, trial, cfg, rec)
+                    self.count_outcome(study, trial, cfg, done, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -597,11 +634,9 @@ class OptunaSearch:
         trial.set_user_attr("params", cost["params"])
         if invalid:
             trial.set_user_attr("failure_reason", invalid)
-            for k in constraint_values(cost, self.space.budget):
-                trial.set_constraint(k, 1.0)
+            _optuna.set_constraints(trial, {k: 1.0 for k in constraint_values(cost, self.space.budget)})
         else:
-            for k, v in constraint_values(cost, self.space.budget).items():
-                trial.set_constraint(k, v)
+            _optuna.set_constraints(trial, constraint_values(cost, self.space.budget))
         worst = {"accuracy": 0.0, "macs": float(cost["macs"]), "params": float(cost["params"]),
                  "latency": float(cost.get("latency_ms", 1e9))}
         study.tell(trial, [worst.get(n, -1e30) for n, _ in self.space.objectives])  # zero-cost scores: lowest
@@ -613,7 +648,6 @@ class OptunaSearch:
                 trial.set_user_attr(k, v)
         trial.set_user_attr("status", "duplicate")
         trial.set_user_attr("duplicate_of", prev.number)
-        for k, v in constraint_values(dict(prev.user_attrs), self.space.budget).items():
-            trial.set_constraint(k, v)
+        _optuna.set_constraints(trial, constraint_values(dict(prev.user_attrs), self.space.budget))
         study.tell(trial, list(prev.values))
 

@@ -109,14 +109,14 @@ def _searcher_class() -> type:
 
 def run_ray(space: Space, ref: StudyRef, num_classes: int, address: str | None = None, cpus_per_trial: float = 1.0,
             gpus_per_trial: float = 0.0, max_concurrent: int | None = None, asha: bool = True,
-            log: Any = print) -> SearchSummary:
+            log: Any = print, allow_change: bool = False) -> SearchSummary:
     """Run the study's remaining trials on Ray Tune; results land in the same store."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     t0 = time.perf_counter()
-    engine = OptunaSearch(space, ref, log=log, progress=False, worker=7)
+    engine = OptunaSearch(space, ref, log=log, progress=False, worker=7, allow_change=allow_change)
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False, include_dashboard=False)

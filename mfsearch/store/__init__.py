@@ -13,13 +13,19 @@ import json
 import os
 import platform
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..yamlio import InputError
+from ..errors import InputError, RunError
+from .liveness import fail_stale_trials, worker_id
+
+__all__ = [
+    "REFERENCE_SUFFIX", "Retrying", "StorageDown", "StorageError", "StudyRef", "default_storage_url",
+    "fail_stale_trials", "journal_path", "open_storage", "read_run_info", "redact", "resolve_study", "runs_dir",
+    "trial_constraints", "versions", "worker_id", "write_run_info",
+]
 
 REFERENCE_SUFFIX = ".reference"
 RUNS_DIR_ENV = "MFSEARCH_RUNS"
@@ -27,6 +33,10 @@ RUNS_DIR_ENV = "MFSEARCH_RUNS"
 
 class StorageError(InputError):
     """A storage URL that cannot be opened; the message never contains credentials."""
+
+
+class StorageDown(RunError):
+    """The storage went away during a run for longer than the retry window."""
 
 
 def redact(url: str) -> str:
@@ -40,31 +50,48 @@ def runs_dir(override: str | Path | None = None) -> Path:
 
 
 def default_storage_url(run_dir: Path) -> str:
-    return f"journal:{run_dir / 'journal.log'}"
+    """The journal file of a run directory, as an absolute ``journal:`` URL."""
+    return f"journal:{(Path(run_dir) / 'journal.log').expanduser().absolute()}"
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for ``url``: ``journal:<file>`` (or a ``.log`` path), ``sqlite:``, ``postgresql:``."""
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:<file>`` (or ``<file>.log``) URL, else None."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):]).expanduser()
+    if url.endswith(".log") and "://" not in url:
+        return Path(url).expanduser()
+    return None
+
+
+def open_storage(url: str, create: bool = True) -> Any:
+    """An Optuna storage for ``url``: ``journal:<file>`` (or a ``.log`` path), ``sqlite:``, ``postgresql:``.
+
+    ``create=False`` (read-only commands): a journal file that does not exist is an error
+    rather than a new, empty store.
+    """
     import optuna
 
     try:
-        if url.startswith("journal:") or url.endswith(".log"):
-            from optuna.storages.journal import JournalFileBackend
+        path = journal_path(url)
+        if path is not None:
+            from .journal import JournalBackend
 
-            path = Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser()
+            if not create and not path.is_file():
+                raise InputError(f"{path}: no results store here; run the study first (mfsearch run SPACE)")
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            return optuna.storages.JournalStorage(JournalBackend(path))
         if re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?:", url):
             engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
             if url.startswith("postgresql"):
                 engine_kwargs["connect_args"] = {"connect_timeout": 10}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30,
-                                                  grace_period=120)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as e:
         raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); "
                            "pip install 'mfsearch[postgres]'") from None
+    except (InputError, OSError):
+        raise
     except Exception as e:  # noqa: BLE001 - any connection failure becomes one clear line
         msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise StorageError(f"storage {redact(url)}: cannot open ({msg}); check the URL and that the "
@@ -85,52 +112,10 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def worker_id() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
 def trial_constraints(t: Any) -> list[float]:
     """A trial's constraint values (Optuna 5 keeps them by name; older versions as a list)."""
     c = t.constraints
     return list(c.values()) if isinstance(c, dict) else list(c or [])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_stale_trials(study: Any) -> list[int]:
-    """Mark RUNNING trials whose worker process (on this host) is gone as FAIL, with the reason.
-
-    RDB storages also fail trials whose heartbeat stopped (other hosts).
-    Returns the numbers of the trials marked.
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    marked = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        w = t.user_attrs.get("worker") or {}
-        if w.get("host") == host and w.get("pid") != os.getpid() and not pid_alive(int(w.get("pid", -1))):
-            reason = f"interrupted: worker pid {w.get('pid')} on {host} stopped mid-trial"
-            try:
-                study._storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-                study._storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                marked.append(t.number)
-            except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-                pass  # another worker got there first
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # RDB storages: trials whose heartbeat stopped
-    return marked
 
 
 @dataclass(frozen=True)
@@ -146,29 +131,63 @@ class StudyRef:
         return self.name + REFERENCE_SUFFIX
 
 
+def _portable(url: str, run_dir: Path) -> str:
+    """A journal inside the run directory is written relative to it, so the folder can move."""
+    path = journal_path(url)
+    if path is None:
+        return redact(url)
+    try:
+        return f"journal:{path.absolute().relative_to(Path(run_dir).absolute())}"
+    except ValueError:
+        return f"journal:{path.absolute()}"
+
+
+def _located(url: str, run_dir: Path) -> str:
+    """The storage URL of study.json made usable from any folder (relative journals: against the run dir)."""
+    path = journal_path(url)
+    if path is None or path.is_absolute():
+        return url
+    for cand in (run_dir / path, run_dir / path.name, Path.cwd() / path):  # the last two: older study.json files
+        if cand.is_file():
+            return f"journal:{cand.absolute()}"
+    return f"journal:{(run_dir / path).absolute()}"
+
+
 def write_run_info(ref: StudyRef, extra: dict[str, Any]) -> None:
     """``run_dir/study.json``: how to find the study again (credentials never written)."""
     ref.run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"name": ref.name, "storage": redact(ref.storage), **extra}
-    (ref.run_dir / "study.json").write_text(json.dumps(info, indent=2))
+    info = {"name": ref.name, "storage": _portable(ref.storage, ref.run_dir), **extra}
+    tmp = ref.run_dir / f".study.json.{os.getpid()}"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, ref.run_dir / "study.json")  # never a half-written study.json
 
 
-def resolve_study(target: str, storage: str | None = None, runs: str | Path | None = None) -> StudyRef:
-    """A study from a space file, a run directory, or a study name under the runs directory."""
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """The contents of ``run_dir/study.json``, checked; one clear line when it is unusable."""
+    f = Path(run_dir) / "study.json"
+    try:
+        info = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{f}: no such file; give a space file, a run directory or a study name") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not valid JSON"
+        raise InputError(f"{f}: cannot be read ({why}); give the space file instead "
+                         "(mfsearch results spaces/<name>.yaml) or --storage URL") from None
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not isinstance(info.get("storage"), str):
+        raise InputError(f"{f}: lacks the study name or storage; give the space file instead "
+                         "(mfsearch results spaces/<name>.yaml) or --storage URL")
+    return info
+
+
+def resolve_study(target: str | Path, storage: str | None = None, runs: str | Path | None = None) -> StudyRef:
+    """A study from a run directory (holding ``study.json``) or a study name under the runs directory."""
     p = Path(target)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        from ..space import load_space
-
-        space = load_space(p)
-        run_dir = runs_dir(runs) / space.name
-        return StudyRef(space.name, storage or space.storage or default_storage_url(run_dir), run_dir)
-    run_dir = p if (p / "study.json").is_file() else runs_dir(runs) / target
-    info_file = run_dir / "study.json"
-    if not info_file.is_file():
-        raise InputError(f"{target}: no study found (looked for {info_file}); give a space file, a run "
-                         "directory or a study name")
-    info = json.loads(info_file.read_text())
-    url = storage or info["storage"]
+    run_dir = p if (p / "study.json").exists() else runs_dir(runs) / str(target)
+    if not (run_dir / "study.json").exists():
+        raise InputError(f"{target}: no study found (looked for {run_dir / 'study.json'}); give a space file, "
+                         "a run directory or a study name")
+    info = read_run_info(run_dir)
+    url = storage or _located(info["storage"], run_dir)
     if "***" in url:
         raise InputError(f"{target}: the study's storage needs credentials; pass --storage URL")
     return StudyRef(info["name"], url, run_dir)
@@ -194,7 +213,7 @@ def _transient(e: BaseException) -> bool:
 class Retrying:
     """Wraps a study or trial: storage calls are retried while the database is away.
 
-    Retries for up to ``window`` seconds with back-off, then raises :class:`StorageError` (one
+    Retries for up to ``window`` seconds with back-off, then raises :class:`StorageDown` (one
     clear line; stored trials stay as they are). A ``tell`` whose first attempt did reach the
     database is not applied twice.
     """
@@ -231,7 +250,7 @@ class Retrying:
                         raise
                     attempt += 1
                     if time.monotonic() > deadline:
-                        raise StorageError(
+                        raise StorageDown(
                             f"storage {redact(self._url)}: unreachable for {self._window:.0f}s ({name}); stored "
                             "trials are safe: run the same command again once the database is back") from None
                     if self._log and attempt == 1:

@@ -1,0 +1,143 @@
+"""The journal-file backend of the results store, hardened against torn records and full disks.
+
+Optuna's journal file is append-only JSON lines. A crash or a full disk in the middle of an
+append leaves a *torn* last record (a line without its newline). Optuna's own reader skips a
+torn last line, but the next append lands right after it, welding the two into one line that
+no longer parses, and from then on every reader refuses the file. :class:`JournalBackend`:
+
+- before every append, under the journal's lock, cuts a torn tail off the file and keeps its
+  bytes in a side file ``journal.log.torn-<time>`` (one line on stderr says so), so the next
+  record starts on a line of its own;
+- reads tolerantly: a torn last line is not a record; a line that an older version welded
+  (torn prefix + complete record) yields the complete record it ends with; a line with no
+  record in it is skipped. Every reader makes the same decision, so all processes replay the
+  same operations;
+- turns an ``OSError`` of an append (``ENOSPC``: disk full) into one carrying the journal's
+  path, so the command can name it.
+
+The path is made absolute: Optuna's lock is a symbolic link to the journal, and a relative
+target dangles, which hides a stale lock from the grace period that breaks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._file import get_lock_file
+
+#: seconds after which a journal lock left by a killed process is broken (Optuna's grace period;
+#: ``MFSEARCH_LOCK_GRACE_S`` changes it)
+LOCK_GRACE_S = int(os.environ["MFSEARCH_LOCK_GRACE_S"]) if os.environ.get("MFSEARCH_LOCK_GRACE_S", "").isdigit() \
+    and int(os.environ["MFSEARCH_LOCK_GRACE_S"]) > 0 else 30
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"mfsearch: {msg}", file=sys.stderr, flush=True)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record of a journal line: the line itself, or the complete record a welded line ends with."""
+    try:
+        out = json.loads(line)
+        return out if isinstance(out, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    start = line.rfind(b'{"op_code"')  # every Optuna journal record starts with its op code
+    while start > 0:
+        try:
+            out = json.loads(line[start:])
+            return out if isinstance(out, dict) else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            start = line.rfind(b'{"op_code"', 0, start)
+    return None
+
+
+class JournalBackend(JournalFileBackend):
+    """:class:`optuna.storages.journal.JournalFileBackend` that survives torn records (see the module)."""
+
+    def __init__(self, file_path: str | Path, log: Log | None = None, create: bool = True) -> None:
+        path = str(Path(file_path).expanduser().absolute())
+        if not create and not os.path.exists(path):
+            raise FileNotFoundError(path)
+        super().__init__(path, lock_obj=JournalFileSymlinkLock(path, grace_period=LOCK_GRACE_S))
+        self._log = log or _stderr
+
+    # ------------------------------------------------------------------ reading
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        """Records from number ``log_number_from`` on; numbers count records, not lines."""
+        with open(self._file_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size  # what another process appends meanwhile is read next time
+            number, offset = 0, 0
+            known = [n for n in self._log_number_offset if n <= log_number_from]
+            if known:
+                number = max(known)
+                offset = self._log_number_offset[number]
+                f.seek(offset)
+            for line in f:
+                offset += len(line)
+                if offset > size or not line.endswith(b"\n"):
+                    break  # a torn last line (or one being written right now): not a record
+                rec = _record(line)
+                if rec is None:
+                    continue
+                number += 1
+                self._log_number_offset.setdefault(number, offset)
+                if number > log_number_from:
+                    yield rec
+
+    # ------------------------------------------------------------------ writing
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            with get_lock_file(self._lock):
+                self._set_aside_torn_tail()
+                data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+                with open(self._file_path, "ab") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as e:
+            if e.filename:
+                raise
+            raise OSError(e.errno, e.strerror, self._file_path) from None
+
+    def _set_aside_torn_tail(self) -> None:
+        """Cut a last line without its newline off the journal, keeping its bytes in a side file."""
+        with open(self._file_path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            end = size
+            keep = 0
+            while end > 0:  # find the last newline, reading backwards in blocks
+                start = max(0, end - 65536)
+                f.seek(start)
+                block = f.read(end - start)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    keep = start + nl + 1
+                    break
+                end = start
+            f.seek(keep)
+            torn = f.read()
+            side = f"{self._file_path}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            with open(side, "wb") as s:
+                s.write(torn)
+                s.flush()
+                os.fsync(s.fileno())
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        self._log(f"{self._file_path}: its last record was torn ({len(torn)} bytes without an end, left by a "
+                  f"crash or a full disk); set aside in {side}; every finished trial before it is intact")
