@@ -187,11 +187,11 @@ def test_stale_lock_from_a_killed_append_is_broken_within_the_grace(tmp_path):
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     journal = _journal(tmp_path)
     lock = journal.with_name("journal.log.lock")
-    os.symlink(journal, lock)  # the state a process killed inside append_logs leaves behind
+    os.symlink("runs/tiny/journal.log", lock)  # left by a kill mid-append (older versions: a relative target)
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress", "--trials", "3"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env=_env(tmp_path, MFSEARCH_LOCK_GRACE_S="4"))
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,  # a relative runs dir, as by default
+                       env=dict(os.environ, MFSEARCH_RUNS="runs", MFSEARCH_LOCK_GRACE_S="4"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert time.monotonic() - t0 < 120
     assert not lock.exists()

@@ -15,12 +15,14 @@ no longer parses, and from then on every reader refuses the file. :class:`Journa
 - turns an ``OSError`` of an append (``ENOSPC``: disk full) into one carrying the journal's
   path, so the command can name it.
 
-The path is made absolute: Optuna's lock is a symbolic link to the journal, and a relative
-target dangles, which hides a stale lock from the grace period that breaks it.
+The path is made absolute, and the lock (Optuna's symbolic link next to the journal) is judged by
+the link itself: a relative target dangles, which hid a lock left by a killed process from the
+grace period that breaks it, and the next run waited forever.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -61,6 +63,47 @@ def _record(line: bytes) -> dict[str, Any] | None:
     return None
 
 
+class JournalLock(JournalFileSymlinkLock):
+    """Optuna's symbolic-link lock, judged by the link itself: a link left by a killed process is
+    broken after the grace period even when its target dangles (older versions linked a relative
+    path), and the waiter says what it waits for."""
+
+    def __init__(self, filepath: str, grace_period: int = LOCK_GRACE_S, log: Log | None = None) -> None:
+        super().__init__(filepath, grace_period=grace_period)
+        self._log = log or _stderr
+
+    def acquire(self) -> bool:
+        sleep_s, said, seen, since = 0.001, False, None, time.monotonic()
+        while True:
+            try:
+                os.symlink(self._lock_target_file, self._lock_file)
+                return True
+            except OSError as err:
+                if err.errno != errno.EEXIST:
+                    raise
+            try:
+                mtime = os.lstat(self._lock_file).st_mtime
+            except OSError:
+                continue  # released meanwhile: try again at once
+            if mtime != seen:
+                seen, since = mtime, time.monotonic()
+            held = time.monotonic() - since
+            if held > 5 and not said:
+                self._log(f"waiting for the journal lock {self._lock_file} (another process is writing, or one "
+                          f"was killed while writing); it is broken after {self.grace_period} s")
+                said = True
+            if held > self.grace_period:
+                try:
+                    self.release()
+                    self._log(f"broke the journal lock {self._lock_file}, left for {held:.0f} s")
+                except RuntimeError:
+                    pass
+                sleep_s = 0.001
+                continue
+            time.sleep(sleep_s)
+            sleep_s = min(sleep_s * 2, 0.5)
+
+
 class JournalBackend(JournalFileBackend):
     """:class:`optuna.storages.journal.JournalFileBackend` that survives torn records (see the module)."""
 
@@ -68,8 +111,8 @@ class JournalBackend(JournalFileBackend):
         path = str(Path(file_path).expanduser().absolute())
         if not create and not os.path.exists(path):
             raise FileNotFoundError(path)
-        super().__init__(path, lock_obj=JournalFileSymlinkLock(path, grace_period=LOCK_GRACE_S))
         self._log = log or _stderr
+        super().__init__(path, lock_obj=JournalLock(path, LOCK_GRACE_S, self._log))
 
     # ------------------------------------------------------------------ reading
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
