@@ -49,14 +49,18 @@ def fail_trial(study: Any, trial: Any, attrs: dict[str, Any]) -> bool:
 
 
 def set_constraints(trial: Any, values: dict[str, float]) -> None:
-    """Store a trial's constraint values (<= 0: feasible).
+    """Store a trial's constraint values (<= 0: feasible), by name and as a list.
 
-    Written as the list Optuna's samplers read (``FrozenTrial.constraints``) and optuna-dashboard
-    shows, so an over-budget sample appears there as infeasible. The names (the dict's order)
-    are kept by the caller in the study's ``constraint_names`` attribute.
+    By name (Optuna 5's ``Trial.set_constraint``) for Optuna and for readers of the store; and as
+    the list optuna-dashboard reads (the older form, also read by Optuna's samplers), so an
+    over-budget sample appears there as infeasible. Both hold the same values, so feasibility and
+    the samplers' ordering by violation are unchanged.
     """
-    if values:
-        storage_of(trial).set_trial_system_attr(trial_id(trial), CONSTRAINTS_KEY, [float(v) for v in values.values()])
+    if not values:
+        return
+    for k, v in values.items():
+        trial.set_constraint(k, float(v))
+    storage_of(trial).set_trial_system_attr(trial_id(trial), CONSTRAINTS_KEY, [float(v) for v in values.values()])
 
 
 def rdb_engine(study: Any) -> Any:

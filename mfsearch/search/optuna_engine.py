@@ -496,11 +496,12 @@ class OptunaSearch:
             except Exception:  # noqa: BLE001 - told already, or the storage is away (then it goes stale)
                 pass
 
-    def _next_locked(self, study: optuna.Study, num_classes: int, bar: Any, asked: list[Any]) -> Any:
+    def _next_locked(self, study: optuna.Study, num_classes: int, bar: Any, asked: list[Any] | None = None) -> Any:
         """Under the claim lock: sample until a candidate is found and marked ``training``.
 
         Every trial asked here is appended to ``asked`` (the caller fails the untold ones on an error).
         """
+        asked = [] if asked is None else asked
         space = self.space
         target = space.search.trials
         runs = self._runs
