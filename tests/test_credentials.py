@@ -1,4 +1,4 @@
-"""No credential is printed or persisted: storage URLs in messages, study.json and the database.
+"""No credential is printed or persisted: storage URLs in messages, study.json, the database and Ray's files.
 
 A raw password may hold ``/ @ : ? #``, ``%`` and spaces; the generated cases below cover each of them,
 with and without a user name, port, query and IPv6 host.
@@ -7,14 +7,21 @@ with and without a user name, port, query and IPv6 host.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import shutil
 import string
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
+import yaml
 
+from mfsearch.space import load_space
 from mfsearch.store import StorageError, open_storage, redact
 
 from .pg import PostgresServer
@@ -118,12 +125,9 @@ def _texts_under(*roots: Path) -> dict[str, bytes]:
 
 def _assert_nowhere(pw: str, files: dict[str, bytes], *texts: str) -> None:
     forms = {pw, quote(pw, safe=""), quote(pw)}
-    for name, data in files.items():
-        for form in forms:
-            assert form.encode() not in data, f"{name} holds the password"
-    for t in texts:
-        for form in forms:
-            assert form not in t, t[-2000:]
+    holding = [name for name, data in files.items() if any(f.encode() in data for f in forms)]
+    holding += [f"text {i}: ...{t[-300:]}" for i, t in enumerate(texts) if any(f in t for f in forms)]
+    assert not holding, "the password is in:\n" + "\n".join(holding)
 
 
 @pytest.mark.parametrize("url", ["postgresql://mf:pa/ss@127.0.0.1:1/db", "postgresql://:p@ss:w?rd#x@[::1]:1/db"])
@@ -136,6 +140,19 @@ def test_cli_unreachable_storage_prints_no_password(tmp_path, url):
     _assert_nowhere(pw, _texts_under(tmp_path / "runs"), r.stdout, r.stderr)
     for piece in ("pa/ss", "ss:w", "rd#x"):
         assert piece not in r.stdout + r.stderr
+
+
+def test_space_without_credentials(tmp_path):
+    url = "postgresql://mf:pa/ss@db.example.org:5432/mfsearch"
+    space = load_space(tiny_space(tmp_path, storage=url))
+    public = space.without_credentials()
+    assert public.storage == "postgresql://mf:***@db.example.org:5432/mfsearch" and "storage" not in public.raw
+    assert "pa/ss" not in repr(public) + json.dumps(public.raw) and "pa/ss" not in str(pickle.dumps(public))
+    assert space.storage == url and space.raw["storage"] == url  # the original is left as it was
+    assert public.raw == {k: v for k, v in space.raw.items() if k != "storage"}
+    assert (public.knobs, public.stages, public.evaluation, public.search) == \
+        (space.knobs, space.stages, space.evaluation, space.search)
+    assert load_space(tiny_space(tmp_path)).without_credentials().storage is None
 
 
 # ----------------------------------------------------------------------------- a real PostgreSQL server
@@ -173,3 +190,33 @@ def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, 
     db = _database_texts(url)
     assert len(db) >= 3 and any('"trained"' in t for t in db)
     _assert_nowhere(PG_PASSWORD, _texts_under(tmp_path), r.stdout, r.stderr, *db)
+
+
+def test_ray_engine_persists_no_password_from_the_space_file(tmp_path, postgres):
+    """The password is in the space file's ``storage:``; after a Ray run no copy of it is anywhere: run
+    directory, Ray's experiment directory (params.pkl, tuner.pkl, searcher state), Ray's session logs, the
+    study and trial attributes, the output."""
+    url = postgres.create_role("mfray", PG_PASSWORD)
+    p = tiny_space(tmp_path, name="rayspecial", storage=url,
+                   search={"trials": 2, "sampler": "random", "reference_models": False, "engine": "ray",
+                           "cpus_per_trial": 1, "max_concurrent": 2})
+    space_file = p.read_bytes()
+    assert PG_PASSWORD in yaml.safe_load(space_file)["storage"]
+    ray_tmp = tempfile.mkdtemp(dir="/tmp", prefix="mfr")  # short: Ray's socket paths live under it
+    try:
+        env = dict(os.environ, MFSEARCH_RUNS=str(tmp_path / "runs"), RAY_TMPDIR=ray_tmp)
+        r = subprocess.run([sys.executable, "-m", "mfsearch.cli", "run", str(p), "--no-progress"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "study rayspecial: 2 architectures evaluated" in r.stdout
+        db = _database_texts(url)
+        trained = [t for t in db if '"trained"' in t and '"ray"' in t]
+        assert len(trained) == 2
+        files = _texts_under(tmp_path, ray_tmp)
+        del files[str(p)]  # the space file itself is the one place the password was written by the user
+        ray_files = [f for f in files if "/runs/rayspecial/ray/" in f or f.startswith(ray_tmp)]
+        assert any(f.endswith("params.pkl") for f in ray_files) and any(f.endswith("tuner.pkl") for f in ray_files)
+        assert any("/session_" in f and "/logs/" in f for f in ray_files)
+        _assert_nowhere(PG_PASSWORD, files, r.stdout, r.stderr, *db)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -58,13 +58,30 @@ def _searcher_class() -> type:
 
         def __init__(self, engine: OptunaSearch, num_classes: int, to_launch: int) -> None:
             super().__init__(metric="val_acc", mode="max")
-            self.engine = engine
+            self.engine: OptunaSearch | None = engine
             self.num_classes = num_classes
             self.study = engine.open()
             self.live: dict[str, tuple[Any, MobileFormerConfig, dict[str, Any], list]] = {}
             self.to_launch = to_launch
 
+        # Ray pickles the searcher into tuner.pkl (and would into its state files): the engine, the
+        # study and the live trials all reach the storage URL, so they stay out. The study itself
+        # holds the search state; a rerun of ``mfsearch run`` continues from it.
+        def __getstate__(self) -> dict[str, Any]:
+            return {k: v for k, v in self.__dict__.items() if k not in ("engine", "study", "live")}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state, engine=None, study=None, live={})
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to write: every proposal and result is in the study already."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            """Nothing to read: :meth:`save` writes nothing."""
+
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.engine is None:
+                raise RuntimeError("a StoreSearcher copied by pickle has no storage; run mfsearch run again")
             if self.to_launch <= 0:
                 return Searcher.FINISHED
             cand = self.engine.next_candidate(self.study, self.num_classes, wait=False)
@@ -116,6 +133,7 @@ def run_ray(space: Space, ref: StudyRef, num_classes: int, address: str | None =
     from ray.tune.schedulers import ASHAScheduler
 
     t0 = time.perf_counter()
+    space = space.without_credentials()  # Ray writes it into params.json / params.pkl / result.json
     engine = OptunaSearch(space, ref, log=log, progress=False, worker=7, allow_change=allow_change)
     if not ray.is_initialized():
         if address:
