@@ -179,6 +179,7 @@ def _database_texts(url: str) -> list[str]:
     return out
 
 
+@pytest.mark.postgres
 def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, postgres):
     url = postgres.create_role("mfspecial", PG_PASSWORD)
     p = tiny_space(tmp_path, name="pgspecial", search={"trials": 2, "sampler": "random", "reference_models": False})
@@ -192,6 +193,9 @@ def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, 
     _assert_nowhere(PG_PASSWORD, _texts_under(tmp_path), r.stdout, r.stderr, *db)
 
 
+@pytest.mark.postgres
+@pytest.mark.ray
+@pytest.mark.slow
 def test_ray_engine_persists_no_password_from_the_space_file(tmp_path, postgres):
     """The password is in the space file's ``storage:``; after a Ray run no copy of it is anywhere: run
     directory, Ray's experiment directory (params.pkl, tuner.pkl, searcher state), Ray's session logs, the

@@ -4,11 +4,14 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from mfsearch.store import default_storage_url, open_storage
 
 from .raycluster import RayCluster
 from .test_search import run_cli, tiny_space
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_ray_engine_then_optuna_continues(tmp_path):
