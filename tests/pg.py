@@ -59,6 +59,19 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://mf:{PASSWORD}@127.0.0.1:{self.port}/mfsearch"
 
+    def create_role(self, user: str, password: str) -> str:
+        """A login role with its own database; its URL with ``password`` written raw (not percent-encoded)."""
+        def quote(s: str) -> str:
+            return "'" + s.replace("'", "''") + "'"
+
+        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        psql = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mf", "-d", "mfsearch",
+                "-v", "ON_ERROR_STOP=1", "-c"]
+        for sql in (f'CREATE ROLE "{user}" LOGIN PASSWORD {quote(password)}',
+                    f'CREATE DATABASE "{user}" OWNER "{user}"'):
+            subprocess.run([*psql, sql], check=True, env=env, capture_output=True, timeout=60)
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{user}"
+
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 

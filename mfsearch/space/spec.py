@@ -189,6 +189,13 @@ class Space:
         s = dataclasses.replace(self.search, **{k: v for k, v in search.items() if v is not None})
         return dataclasses.replace(self, search=s)
 
+    def without_credentials(self) -> Space:
+        """A copy to hand to other processes and their files: ``storage`` redacted and left out of ``raw``."""
+        from ..store import redact
+
+        raw = {k: v for k, v in self.raw.items() if k != "storage"}
+        return dataclasses.replace(self, storage=self.storage and redact(self.storage), raw=raw)
+
 
 # ----------------------------------------------------------------------------- parsing
 

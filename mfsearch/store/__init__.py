@@ -39,10 +39,81 @@ class StorageDown(RunError):
     """The storage went away during a run for longer than the retry window."""
 
 
-def redact(url: str) -> str:
-    """``scheme://user:***@host/db``: the password (and any ``password=`` query) hidden."""
-    url = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
+# the start of a URL that may carry credentials: ``scheme://`` (or a database dialect without ``//``)
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|\b(?:postgres(?:ql)?|mysql|mariadb)(?:\+\w+)?:(?!//)")
+_PASSWORD_PARAM = re.compile(r"(?i)password=")
+
+
+def _password_span(text: str) -> tuple[int, int] | None:
+    """Where the password of the first URL in ``text`` is (``[start, end)``), if it has one.
+
+    A raw password may hold ``/ @ : ? #`` and spaces, so no URL grammar decides where it ends: the
+    user-info runs from ``scheme://`` to the LAST ``@`` of the text, and everything after its first
+    ``:`` counts as the password. Hiding too much is acceptable, hiding too little is not.
+    """
+    m = _URL_START.search(text)
+    if not m:
+        return None
+    at = text.rfind("@", m.end())
+    colon = text.find(":", m.end(), at) if at >= 0 else -1
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def _hidden_spans(text: str) -> list[tuple[int, int]]:
+    """The spans of ``text`` to hide, sorted and merged: the password and everything after ``password=``."""
+    spans = [s for s in (_password_span(text),) if s]
+    p = _PASSWORD_PARAM.search(text)
+    if p:
+        spans.append((p.end(), len(text)))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _parses_as_written(url: str, password: str) -> bool:
+    """Whether SQLAlchemy reads ``password`` as the URL's password (a raw ``@`` in it, for one, makes
+    SQLAlchemy take the rest of the password for the host)."""
+    from urllib.parse import unquote
+
+    try:
+        from sqlalchemy.engine import make_url
+
+        return (make_url(url).password or "") == unquote(password)
+    except Exception:  # noqa: BLE001 - any failure: its message may quote the password
+        return False
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """``text`` with the credentials of the URLs in it hidden: ``scheme://user:***@host/db``.
+
+    The user name is kept; the rest of the user-info (see :func:`_password_span`) and everything
+    after a ``password=`` parameter (any case) become ``***``. With ``url``, ``text`` is a message
+    about that URL (a driver's error): every copy of the URL's secrets in it is hidden too, and when
+    the URL does not parse as written, so that the message may quote pieces of the password as a
+    host, port or database, the message is replaced by advice.
+    """
+    out, last = "", 0
+    for start, end in _hidden_spans(text):
+        out += text[last:start] + "***"
+        last = end
+    out += text[last:]
+    if not url:
+        return out
+    pw = _password_span(url)
+    if pw and not _parses_as_written(url, url[pw[0]:pw[1]]):
+        return ("the URL does not parse as written: percent-encode the special characters of the password "
+                "(@ as %40, / as %2F, : as %3A, ? as %3F, # as %23, space as %20)")
+    from urllib.parse import unquote
+
+    pieces = [url[start:end] for start, end in _hidden_spans(url)]
+    secrets = {f for p in pieces for q in (p, *p.split("&")) for f in (q, unquote(q)) if f}
+    for secret in sorted(secrets, key=len, reverse=True):
+        out = out.replace(secret, "***")
+    return out
 
 
 def runs_dir(override: str | Path | None = None) -> Path:
@@ -93,7 +164,7 @@ def open_storage(url: str, create: bool = True) -> Any:
     except (InputError, OSError):
         raise
     except Exception as e:  # noqa: BLE001 - any connection failure becomes one clear line
-        msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
         raise StorageError(f"storage {redact(url)}: cannot open ({msg}); check the URL and that the "
                            "server is running") from None
     raise StorageError(f"storage {redact(url)}: unknown scheme; use journal:<file>, sqlite:///<file> "
