@@ -1,0 +1,101 @@
+"""Bad input, end to end: every mistake gets ONE line naming the file or field and what to do, exit 2.
+
+The command line runs as a real subprocess; files are real files (a FIFO, a directory, a file the
+user cannot read, checkpoints written by ``torch.save``, a tar built here).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_search import TINY
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _obey_file_modes() -> None:
+    """In the child, before exec: drop the capabilities that let root read any file.
+
+    Root then meets file modes like any other user (the interpreter may live in root's own
+    home, so switching to another user would not even start Python).
+    """
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, from the bounding set (kept across exec)
+        if _LIBC.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def cli(*args: str, cwd: Path, obey_modes: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MFSEARCH_RUNS=str(cwd / "runs"))
+    extra = {"preexec_fn": _obey_file_modes} if obey_modes and os.geteuid() == 0 else {}
+    return subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout, **extra)
+
+
+def one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The run failed with exit 2 and one ``mfsearch: error:`` line holding every needle."""
+    assert r.returncode == 2, f"exit {r.returncode}: {r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("mfsearch: error: "), lines[0]
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def experiment(tmp_path: Path, arms: str = "  a: {}\n  b: {activation: relu}\n", name: str = "e") -> Path:
+    """An experiment file whose data set folder is empty: nothing can train from it."""
+    (tmp_path / "nodata").mkdir(exist_ok=True)
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"name: {name}\nbase: mobile_former_26m\nseeds: [0]\narms:\n{arms}"
+                 f"evaluation: {{data_root: {tmp_path / 'nodata'}, image_size: 16, train_size: 100, val_size: 20, "
+                 "batch_size: 16}\n")
+    return p
+
+
+# ----------------------------------------------------------------------------- 1. what a path is
+
+
+def _space_text() -> str:
+    return TINY.read_text()
+
+
+ENTRY_POINTS = {  # command line -> the kind of file it reads
+    "info": lambda p: ["info", str(p)],
+    "latency": lambda p: ["latency", str(p), "--runs", "1", "--warmup", "0"],
+    "run": lambda p: ["run", str(p), "--no-progress"],
+    "ablate": lambda p: ["ablate", str(p)],
+    "proxy-check": lambda p: ["proxy-check", str(p), "--quiet"],
+}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command,kind", [("info", "fifo"), ("info", "dir"), ("latency", "fifo"), ("run", "fifo"),
+                                          ("ablate", "fifo"), ("proxy-check", "fifo")])
+def test_a_fifo_or_a_directory_is_named_and_never_opened_for_reading(tmp_path, command, kind):
+    p = tmp_path / "given.yaml"
+    if kind == "fifo":
+        os.mkfifo(p)  # opening it for reading in blocking mode would wait forever for a writer
+    else:
+        p.mkdir()
+    r = cli(*ENTRY_POINTS[command](p), cwd=tmp_path, timeout=120)
+    rule = "is not a regular file (a FIFO)" if kind == "fifo" else "is a directory"
+    one_line(r, f"{p}: {rule}")
+
+
+@pytest.mark.parametrize("command", ["info", "run"])
+def test_an_unreadable_file_says_permission_denied(tmp_path, command):
+    text = "base: mobile_former_26m\n" if command == "info" else _space_text()
+    p = tmp_path / "secret.yaml"
+    p.write_text(text)
+    p.chmod(0o000)
+    r = cli(*ENTRY_POINTS[command](p), cwd=tmp_path, obey_modes=True)
+    one_line(r, f"{p}: ", "cannot be read (permission denied)")
+
+
