@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+
+from mfsearch.store import StudyRef, default_storage_url, open_storage, write_run_info
 
 from .test_search import TINY
 
@@ -97,5 +100,25 @@ def test_an_unreadable_file_says_permission_denied(tmp_path, command):
     p.chmod(0o000)
     r = cli(*ENTRY_POINTS[command](p), cwd=tmp_path, obey_modes=True)
     one_line(r, f"{p}: ", "cannot be read (permission denied)")
+
+
+# ----------------------------------------------------------------------------- 2. studies: study.json, no trials
+
+
+@pytest.mark.parametrize("content", ["", "{\"name\": \"tiny\", \"stor", "[1, 2]", "{\"name\": \"tiny\"}"])
+def test_an_empty_or_corrupt_study_json_is_one_line(tmp_path, content):
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "study.json").write_text(content)
+    one_line(cli("results", "tiny", cwd=tmp_path), f"{run_dir / 'study.json'}: ", "space file")
+
+
+def test_results_and_pareto_of_a_study_with_no_trials(tmp_path):
+    run_dir = tmp_path / "runs" / "tiny"
+    ref = StudyRef("tiny", default_storage_url(run_dir), run_dir)
+    optuna.create_study(study_name="tiny", storage=open_storage(ref.storage), directions=["maximize", "minimize"])
+    write_run_info(ref, {})
+    for command in ("results", "pareto"):
+        one_line(cli(command, "tiny", cwd=tmp_path), "study tiny has no trials yet", "mfsearch run")
 
 

@@ -167,11 +167,18 @@ def resolve_study(target: str, storage: str | None = None, runs: str | Path | No
     if not info_file.is_file():
         raise InputError(f"{target}: no study found (looked for {info_file}); give a space file, a run "
                          "directory or a study name")
-    info = json.loads(info_file.read_text())
-    url = storage or info["storage"]
+    try:  # empty, cut short or edited by hand: one line, and the way round it
+        info = json.loads(info_file.read_text())
+        name, url = info["name"], storage or info["storage"]
+        if not isinstance(name, str) or not isinstance(url, str):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        what = "is not valid JSON" if isinstance(e, ValueError) else "lacks the study's name and storage"
+        raise InputError(f"{info_file}: {what}; give the study's space file instead (it finds the study "
+                         "again)") from None
     if "***" in url:
         raise InputError(f"{target}: the study's storage needs credentials; pass --storage URL")
-    return StudyRef(info["name"], url, run_dir)
+    return StudyRef(name, url, run_dir)
 
 
 TRANSIENT_WINDOW_S = 90.0
