@@ -81,7 +81,7 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
             report.append(zero_cost_markdown(zs))
             js["zero_cost"] = zs
     except MfsearchDataError as e:
-        raise InputError(f"{space.path}: evaluation.dataset: {e}") from None
+        raise InputError(f"{space.path}: {e.field}: {e}") from None
     text = "\n".join(report) + f"\nWall time of this run: {(time.perf_counter() - t0) / 60:.1f} min.\n"
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(js, indent=2))

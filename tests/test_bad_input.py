@@ -14,10 +14,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
+from mfsearch.ablation import load_experiment
+from mfsearch.space import load_space
 from mfsearch.store import StudyRef, default_storage_url, open_storage, write_run_info
+from mfsearch.yamlio import InputError
 
-from .test_search import TINY
+from .test_search import TINY, tiny_space
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -120,5 +124,62 @@ def test_results_and_pareto_of_a_study_with_no_trials(tmp_path):
     write_run_info(ref, {})
     for command in ("results", "pareto"):
         one_line(cli(command, "tiny", cwd=tmp_path), "study tiny has no trials yet", "mfsearch run")
+
+
+# ----------------------------------------------------------------------------- 3. subset sizes vs the data set
+
+
+def test_train_plus_val_larger_than_fashion_mnist_is_refused_at_load(tmp_path):
+    p = tiny_space(tmp_path, evaluation={"train_size": 59000, "val_size": 2000})
+    line = one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
+                    "evaluation.train_size: ", "61000", "60000")
+    assert f"{p}:" in line and not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_batch_larger_than_train_size_is_refused_not_trained_for_zero_steps(tmp_path):
+    p = tiny_space(tmp_path, evaluation={"train_size": 100, "val_size": 50, "batch_size": 128})
+    one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
+             f"{p}:", "evaluation.batch_size: ", "train_size (100)")
+
+
+@pytest.mark.parametrize("evaluation,pattern", [
+    ({"dataset": "cifar10", "train_size": 49000, "val_size": 2000}, r"evaluation.train_size: .*51000.*50000"),
+    ({"dataset": "cifar100", "train_size": None, "val_size": 50000}, r"evaluation.val_size: .*50000"),
+    ({"dataset": "fashion_mnist", "train_size": None, "val_size": 59990, "batch_size": 64},
+     r"evaluation.batch_size: .* 10 "),
+    ({"dataset": "fashion_mnist", "train_size": 10, "val_size": 10, "batch_size": 2.5e1},
+     r"evaluation.batch_size: .*train_size \(10\)"),
+])
+def test_subset_sizes_are_checked_against_the_known_split_sizes(tmp_path, evaluation, pattern):
+    with pytest.raises(InputError, match=pattern):
+        load_space(tiny_space(tmp_path, evaluation=evaluation))
+    exp = experiment(tmp_path)
+    data = yaml.safe_load(exp.read_text())
+    data["evaluation"].update(evaluation)
+    exp.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=pattern):
+        load_experiment(exp)
+
+
+def _image_tree(root: Path, per_class: int = 12) -> Path:
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (8, 8), (i * 20, 0 if c == "cat" else 255, 7)).save(root / "train" / c / f"{i}.png")
+    return root
+
+
+def test_imagefolder_sizes_are_refused_when_the_data_is_read(tmp_path):
+    tree = _image_tree(tmp_path / "images")
+    p = tiny_space(tmp_path, evaluation={"dataset": "imagefolder", "data_root": str(tree), "image_size": 8,
+                                         "train_size": 20, "val_size": 10, "batch_size": 4})
+    one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
+             f"{p}: evaluation.train_size: ", "30", "24")
+    p = tiny_space(tmp_path, evaluation={"dataset": "imagefolder", "data_root": str(tree), "image_size": 8,
+                                         "train_size": None, "val_size": 10, "batch_size": 16})
+    one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
+             f"{p}: evaluation.batch_size: ", "14")
 
 

@@ -21,7 +21,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         try:
             run_dir = run_experiment(exp, args.runs_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
         except MfsearchDataError as e:
-            raise InputError(f"{exp.path}: evaluation.dataset: {e}") from None
+            raise InputError(f"{exp.path}: {e.field}: {e}") from None
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
         print(report_markdown(exp, rows, time.perf_counter() - t0))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")

@@ -40,7 +40,9 @@ __all__ = [
     "ENV_VARS",
     "FASHION_MNIST_DEFAULT_ROOT",
     "IMAGE_EXTENSIONS",
+    "TRAIN_SPLIT_SIZES",
     "ArrayDataset",
+    "DataSizeError",
     "DatasetNotFoundError",
     "MfsearchDataError",
     "TensorLoader",
@@ -64,6 +66,9 @@ ENV_VARS: dict[str, str] = {
     "imagefolder": "MFSEARCH_IMAGEFOLDER",
 }
 DATASET_NAMES: tuple[str, ...] = tuple(ENV_VARS)
+#: Images in the training split of the data sets whose size is fixed. Validation subsets are drawn
+#: from this split too, so ``train_size + val_size`` must fit in it (imagefolder: known once read).
+TRAIN_SPLIT_SIZES: dict[str, int] = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 _ALIASES = {
@@ -79,6 +84,20 @@ _CHUNK = 4096  # images preprocessed at a time by TensorLoader
 
 class MfsearchDataError(Exception):
     """Base class for data loading errors (missing, corrupt or hostile files)."""
+
+    #: the setting a user changes to fix the error
+    field = "evaluation.dataset"
+
+
+class DataSizeError(MfsearchDataError, ValueError):
+    """A subset (or batch) larger than the data read can serve; :attr:`field` names the setting to change."""
+
+    def __init__(self, message: str, field: str = "evaluation.train_size") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> tuple:  # keeps the field when raised in a worker process
+        return (type(self), (str(self), self.field))
 
 
 class DatasetNotFoundError(MfsearchDataError):
@@ -700,12 +719,17 @@ def split_indices(
     ``train_size=None`` uses everything not in validation. With ``labels``
     both parts are stratified by class. Returns sorted int64 arrays.
     """
-    if n < 0 or val_size < 0 or val_size > n:
-        raise ValueError(f"need 0 <= val_size <= n, got val_size={val_size}, n={n}")
+    if n < 0 or val_size < 0 or train_size is not None and train_size < 0:
+        raise ValueError(f"need n, train_size, val_size >= 0, got n={n}, train_size={train_size}, val_size={val_size}")
+    if val_size > n:
+        raise DataSizeError(f"val_size {val_size} is more than the {n} examples of the training split (validation "
+                            "is drawn from it); lower evaluation.val_size", "evaluation.val_size")
     if train_size is None:
         train_size = n - val_size
-    if train_size < 0 or train_size + val_size > n:
-        raise ValueError(f"train_size + val_size = {train_size + val_size} exceeds the {n} available examples")
+    if train_size + val_size > n:
+        raise DataSizeError(f"train_size + val_size = {train_size + val_size} is more than the {n} examples of the "
+                            "training split (validation is drawn from it); lower evaluation.train_size or "
+                            "evaluation.val_size")
     rng = np.random.default_rng(seed)
     if labels is None:
         perm = rng.permutation(n)
@@ -793,6 +817,10 @@ class TensorLoader:
         if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
             raise ValueError("indices must be a 1-D integer array")
         idx = idx.astype(np.int64)
+        if (train if drop_last is None else drop_last) and idx.size < batch_size:
+            raise DataSizeError(f"batch_size {batch_size} is more than the {idx.size} training examples: with the "
+                                "last partial batch dropped no step would train; lower evaluation.batch_size",
+                                "evaluation.batch_size")
         if idx.size == 0:
             raise ValueError("indices select no examples")
         if idx.min() < 0 or idx.max() >= len(dataset):

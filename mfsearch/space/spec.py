@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.data import TRAIN_SPLIT_SIZES
 from ..latency import LatencySettings
 from ..models import ConfigError, MobileFormerConfig, get_config, list_models
 from ..yamlio import InputError, load_yaml, located
@@ -429,7 +430,29 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
         kw["compile"] = _bool(ctx, d["compile"], f + "compile")
     if "cuda_graphs" in d:
         kw["cuda_graphs"] = _bool(ctx, d["cuda_graphs"], f + "cuda_graphs")
-    return dataclasses.replace(e, **kw)
+    e = dataclasses.replace(e, **kw)
+    _check_sizes(ctx, e)
+    return e
+
+
+def _check_sizes(ctx: _Ctx, e: Evaluation) -> None:
+    """Subsets must fit in the training split, and one full batch in the training subset.
+
+    The split sizes of the fixed data sets are known here; an image folder's is checked when it is read.
+    """
+    n, f = TRAIN_SPLIT_SIZES.get(e.dataset), "evaluation."
+    split = f"the {n} images of {e.dataset}'s training split (validation is drawn from it)"
+    if n is not None and e.val_size >= n:
+        raise ctx.err(f + "val_size", f"{e.val_size} leaves no training images: {split}; lower it")
+    if n is not None and e.train_size is not None and e.train_size + e.val_size > n:
+        raise ctx.err(f + "train_size", f"train_size + val_size = {e.train_size + e.val_size} is more than {split}; "
+                      "lower train_size or val_size")
+    if e.train_size is not None and e.batch_size > e.train_size:
+        raise ctx.err(f + "batch_size", f"{e.batch_size} is more than train_size ({e.train_size}): the last partial "
+                      "batch is dropped, so no step would train; lower batch_size or raise train_size")
+    if n is not None and e.train_size is None and e.batch_size > n - e.val_size:
+        raise ctx.err(f + "batch_size", f"{e.batch_size} is more than the {n - e.val_size} training images left "
+                      f"({split}, minus val_size {e.val_size}): no step would train; lower batch_size")
 
 
 def _parse_search(ctx: _Ctx, raw: Any) -> Search:
