@@ -183,3 +183,20 @@ def test_imagefolder_sizes_are_refused_when_the_data_is_read(tmp_path):
              f"{p}: evaluation.batch_size: ", "14")
 
 
+# ----------------------------------------------------------------------------- 4. proxy-check flags
+
+
+@pytest.mark.parametrize("value", ["!!python/object:os.system", "[1"])
+def test_proxy_check_set_with_bad_yaml_is_one_line(tmp_path, value):
+    p = tiny_space(tmp_path)
+    one_line(cli("proxy-check", str(p), "--set", f"evaluation.epochs={value}", "--quiet", cwd=tmp_path),
+             f"--set 'evaluation.epochs={value}'", "VALUE")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_proxy_check_zero_cost_batch_larger_than_the_data(tmp_path):
+    p = tiny_space(tmp_path)  # train_size 2000, batch_size 64: 31 full batches, 1984 examples an epoch
+    one_line(cli("proxy-check", str(p), "--zero-cost", "--skip-paper", "--sample", "4", "--batch-size", "1985",
+                 "--quiet", cwd=tmp_path), "--batch-size: ", "1984")
+
+
