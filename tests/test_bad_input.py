@@ -200,3 +200,25 @@ def test_proxy_check_zero_cost_batch_larger_than_the_data(tmp_path):
                  "--quiet", cwd=tmp_path), "--batch-size: ", "1984")
 
 
+# ----------------------------------------------------------------------------- 5. latency memory
+
+
+def test_latency_input_beyond_memory_is_refused_up_front(tmp_path):
+    one_line(cli("latency", "mobile_former_26m", "--batch", "4096", "--input-size", "4096", cwd=tmp_path),
+             "--batch 4096", "--input-size 4096", "GiB", "available")
+
+
+def test_latency_allocator_failure_is_one_line(tmp_path):
+    """The input fits in free memory, but not in the address space this process may use."""
+    code = ("import resource, runpy, sys\n"
+            "import mfsearch.latency\n"
+            "vm = next(int(s.split()[1]) * 1024 for s in open('/proc/self/status') if s.startswith('VmSize:'))\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))\n"
+            "sys.argv = ['mfsearch', *sys.argv[1:]]\n"
+            "runpy.run_module('mfsearch.cli', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code, "latency", "mobile_former_26m", "--batch", "64",
+                        "--input-size", "1024", "--runtime", "eager", "--warmup", "0", "--runs", "1"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    one_line(r, "--batch 64", "--input-size 1024", "lower --batch or --input-size")
+
+
