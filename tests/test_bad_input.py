@@ -14,9 +14,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from mfsearch.ablation import load_experiment
+from mfsearch.models import create_model
+from mfsearch.models.checkpoint import CheckpointError, load_released_checkpoint
 from mfsearch.space import load_space
 from mfsearch.store import StudyRef, default_storage_url, open_storage, write_run_info
 from mfsearch.yamlio import InputError
@@ -220,5 +223,53 @@ def test_latency_allocator_failure_is_one_line(tmp_path):
                         "--input-size", "1024", "--runtime", "eager", "--warmup", "0", "--runs", "1"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     one_line(r, "--batch 64", "--input-size 1024", "lower --batch or --input-size")
+
+
+# ----------------------------------------------------------------------------- 6. checkpoints
+
+
+class Payload:
+    """Any class: a pickle of it is code to run, not weights."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ.get("MFSEARCH_PWNED", "/nonexistent/pwned")),))
+
+
+def test_checkpoint_with_an_integer_key(tmp_path):
+    f = tmp_path / "intkey.pth"
+    torch.save({3: torch.zeros(2), "stem.0.weight": torch.zeros(8, 3, 3, 3)}, f)
+    with pytest.raises(CheckpointError, match=r"key 3 \(int\).*names"):
+        load_released_checkpoint(create_model("mobile_former_26m"), f)
+
+
+def test_checkpoint_with_a_non_tensor_value(tmp_path):
+    f = tmp_path / "strval.pth"
+    torch.save({"state_dict": {"stem.0.weight": "hello"}}, f)
+    with pytest.raises(CheckpointError, match=r"'stem.0.weight' holds a str, not a tensor"):
+        load_released_checkpoint(create_model("mobile_former_26m"), f)
+
+
+def test_hostile_checkpoint_is_not_a_weights_file(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("MFSEARCH_PWNED", str(marker))
+    f = tmp_path / "hostile.pth"
+    torch.save({"stem.0.weight": Payload()}, f)
+    with pytest.raises(CheckpointError) as e:
+        load_released_checkpoint(create_model("mobile_former_26m"), f)
+    msg = str(e.value)
+    assert "not a plain weights checkpoint (a state dict of tensors)" in msg and str(f) in msg
+    assert "weights_only" not in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(120)
+def test_checkpoint_path_that_is_a_fifo_or_a_directory(tmp_path):
+    os.mkfifo(tmp_path / "pipe.pth")
+    (tmp_path / "folder.pth").mkdir()
+    model = create_model("mobile_former_26m")
+    with pytest.raises(CheckpointError, match=r"pipe.pth: is not a regular file \(a FIFO\)"):
+        load_released_checkpoint(model, tmp_path / "pipe.pth")
+    with pytest.raises(CheckpointError, match=r"folder.pth: is a directory"):
+        load_released_checkpoint(model, tmp_path / "folder.pth")
 
 
