@@ -20,8 +20,32 @@ class InputError(ValueError):
 MAX_NODES = 100_000
 
 
-def _walk(node: yaml.Node, path: str, lines: dict[str, int], ancestors: set[int], count: list[int]) -> None:
-    """Record the line of every field; refuse recursive aliases and alias bombs."""
+class _NodeError(Exception):
+    """A problem found while walking the node tree, at ``line`` (1-based) of the text."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+_UNREAD = object()  # a key whose value is not known here
+
+
+def _key_value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """The value a mapping key reads as (``1`` and ``1.0`` and ``true`` are equal keys in a dict)."""
+    if not isinstance(node, yaml.ScalarNode):
+        return _UNREAD
+    try:
+        value = loader.construct_object(node)
+        hash(value)
+        return value
+    except (yaml.YAMLError, TypeError, ValueError):
+        return _UNREAD  # an unreadable key fails later, with its own message
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int], ancestors: set[int], count: list[int],
+          loader: yaml.SafeLoader) -> None:
+    """Record the line of every field; refuse repeated keys, recursive aliases and alias bombs."""
     if id(node) in ancestors:
         raise InputError(f"line {node.start_mark.line + 1}: a YAML alias refers to itself")
     count[0] += 1
@@ -31,14 +55,24 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], ancestors: set[int]
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         ancestors.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            by_name: dict[str, int] = {}  # the key as a field name -> its line
+            by_value: dict[Any, int] = {}  # the key as read -> its line
             for k, v in node.value:
                 key = str(k.value)
                 p = f"{path}.{key}" if path else key
-                lines[p] = k.start_mark.line + 1
-                _walk(v, p, lines, ancestors, count)
+                line = k.start_mark.line + 1
+                value = _key_value(loader, k)
+                first = by_name.get(key, by_value.get(value) if value is not _UNREAD else None)
+                if first is not None:  # a dict would keep the last silently; both are lost to the lines map
+                    raise _NodeError(line, f"{p}: repeated key (first at line {first}); keep one of the two")
+                by_name[key] = line
+                if value is not _UNREAD:
+                    by_value.setdefault(value, line)
+                lines[p] = line
+                _walk(v, p, lines, ancestors, count, loader)
         else:
             for i, v in enumerate(node.value):
-                _walk(v, f"{path}[{i}]", lines, ancestors, count)
+                _walk(v, f"{path}[{i}]", lines, ancestors, count, loader)
         ancestors.discard(id(node))
 
 
@@ -100,7 +134,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         lines: dict[str, int] = {}
         if node is not None:
             try:
-                _walk(node, "", lines, set(), [0])
+                _walk(node, "", lines, set(), [0], yaml.SafeLoader(""))
+            except _NodeError as e:
+                raise InputError(f"{source}:{e.line}: {e.message}") from None
             except InputError as e:
                 raise InputError(f"{source}: invalid YAML: {e}") from None
         data = yaml.safe_load(text)
@@ -117,7 +153,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
 def load_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
     """``(data, lines)``: ``yaml.safe_load`` of ``path`` plus the line of every dotted field path.
 
-    Unsafe tags, syntax errors, missing, unreadable, special (directory, FIFO)
+    Unsafe tags, syntax errors, repeated keys, missing, unreadable, special (directory, FIFO)
     or huge files become one :class:`InputError`.
     """
     return parse_yaml(read_text(path), str(Path(path)))

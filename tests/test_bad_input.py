@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from mfsearch.ablation import load_experiment
 from mfsearch.models import create_model
 from mfsearch.models.checkpoint import CheckpointError, load_released_checkpoint
+from mfsearch.models.io import load_config_file
 from mfsearch.space import load_space
 from mfsearch.store import StudyRef, default_storage_url, open_storage, write_run_info
 from mfsearch.yamlio import InputError
@@ -273,3 +275,50 @@ def test_checkpoint_path_that_is_a_fifo_or_a_directory(tmp_path):
         load_released_checkpoint(model, tmp_path / "folder.pth")
 
 
+# ----------------------------------------------------------------------------- 7. repeated keys
+
+
+def test_repeated_key_names_both_lines(tmp_path):
+    p = tmp_path / "space.yaml"
+    text = _space_text().replace("  stem: {choice: [8, 12]}\n", "  stem: {choice: [8, 12]}\n  stem: 8\n")
+    p.write_text(text)
+    first = text.splitlines().index("  stem: {choice: [8, 12]}") + 1
+    with pytest.raises(InputError, match=rf"^{re.escape(str(p))}:{first + 1}: space.stem: repeated key "
+                                         rf"\(first at line {first}\)"):
+        load_space(p)
+
+
+@pytest.mark.parametrize("text,line,field,first", [
+    ("base: mobile_former_26m\nhead: 64\nstem: 8\nhead: 128\n", 4, "head", 2),
+    ("a: 1\nb:\n  x: 1\n  1: 2\n  1.0: 3\n", 5, "b.1.0", 4),  # 1 and 1.0 are one dict key
+    ("a: 1\nb:\n  yes: 1\n  true: 2\n", 4, "b.true", 3),
+])
+def test_repeated_keys_in_config_files(tmp_path, text, line, field, first):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(p))}:{line}: {re.escape(field)}: repeated key "
+                                         rf"\(first at line {first}\)"):
+        load_config_file(p)
+
+
+@pytest.mark.parametrize("arms,line,field,first", [
+    ("  a: {}\n  b: {activation: relu}\n  a: {activation: relu6}\n", 7, "arms.a", 5),
+    ("  1: {}\n  \"1\": {activation: relu}\n", 6, "arms.1", 5),
+])
+def test_repeated_arm_names_are_refused(tmp_path, arms, line, field, first):
+    p = experiment(tmp_path, arms)
+    one_line(cli("ablate", str(p), cwd=tmp_path), f"{p}:{line}: {field}: repeated key (first at line {first})")
+
+
+
+
+def test_proxy_check_set_value_with_a_repeated_key(tmp_path):
+    p = tiny_space(tmp_path)
+    one_line(cli("proxy-check", str(p), "--set", "evaluation.epochs={a: 1, a: 2}", "--quiet", cwd=tmp_path),
+             "--set 'evaluation.epochs={a: 1, a: 2}'", "VALUE:1: a: repeated key (first at line 1)")
+
+
+def test_arm_names_that_read_alike_as_text_are_refused(tmp_path):
+    p = experiment(tmp_path, "  true: {}\n  \"True\": {activation: relu}\n")  # True and "True": one name, "True"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(p))}:6: arms.True: two arms have this name"):
+        load_experiment(p)

@@ -81,6 +81,8 @@ def load_experiment(path: str | Path) -> Experiment:
         t = top1.get(arm_name)
         if t is not None and (not isinstance(t, (int, float)) or not 0 <= t <= 100):
             raise ctx.err(f"paper.top1.{arm_name}", "must be a top-1 accuracy in [0, 100]")
+        if any(a.name == str(arm_name) for a in arms):  # e.g. 1 and "1": one name once read as text
+            raise ctx.err(fld, "two arms have this name; rename one")
         arms.append(Arm(str(arm_name), dict(changes), t))
     names = {a.name for a in arms}
     for k in list(top1) + list(direction):
