@@ -322,3 +322,12 @@ def test_arm_names_that_read_alike_as_text_are_refused(tmp_path):
     p = experiment(tmp_path, "  true: {}\n  \"True\": {activation: relu}\n")  # True and "True": one name, "True"
     with pytest.raises(InputError, match=rf"^{re.escape(str(p))}:6: arms.True: two arms have this name"):
         load_experiment(p)
+# ----------------------------------------------------------------------------- 8. ablate --seeds
+
+
+@pytest.mark.parametrize("seeds", ["0", "-2"])
+def test_ablate_seeds_must_be_positive(tmp_path, seeds):
+    one_line(cli("ablate", str(experiment(tmp_path)), "--seeds", seeds, cwd=tmp_path),
+             f"--seeds: must be in [1, 100], got {seeds}")
+
+

@@ -13,9 +13,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ..yamlio import InputError
     from . import load_experiment, report_markdown, run_experiment, write_report
 
+    if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
+        raise InputError(f"--seeds: must be in [1, 100], got {args.seeds}")
     exps = [load_experiment(p) for p in args.experiments]  # all validated before anything runs
     for exp in exps:
-        if args.seeds:
+        if args.seeds is not None:
             exp = exp.__class__(**{**exp.__dict__, "seeds": tuple(range(args.seeds))})
         t0 = time.perf_counter()
         try:
