@@ -37,13 +37,14 @@ def _resolve(spec: str, num_classes: int | None = None) -> Any:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models import PAPER, complexity
+    from .models import PAPER, complexity, get_config
 
     cfg = _resolve(args.model, args.num_classes)
     if args.input_size < 8 or args.input_size > 4096:
         raise UsageError(f"--input-size: must be in [8, 4096], got {args.input_size}")
     cx = complexity(cfg, args.input_size, per_block=True)
-    paper = PAPER.get(cfg.name) if args.input_size == 224 and cfg.num_classes == 1000 else None
+    is_preset = cfg.name in PAPER and cfg.arch_id == get_config(cfg.name).arch_id  # not a variant named like one
+    paper = PAPER[cfg.name] if is_preset and args.input_size == 224 and cfg.num_classes == 1000 else None
     if args.json:
         out = {
             "name": cfg.name, "arch_id": cfg.arch_id, "input_size": args.input_size,

@@ -7,6 +7,7 @@ user cannot read, checkpoints written by ``torch.save``, a tar built here).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import subprocess
@@ -329,5 +330,25 @@ def test_arm_names_that_read_alike_as_text_are_refused(tmp_path):
 def test_ablate_seeds_must_be_positive(tmp_path, seeds):
     one_line(cli("ablate", str(experiment(tmp_path)), "--seeds", seeds, cwd=tmp_path),
              f"--seeds: must be in [1, 100], got {seeds}")
+
+
+# ----------------------------------------------------------------------------- 9. info of a variant
+
+
+def test_info_of_a_variant_shows_its_own_name_and_no_paper_line(tmp_path):
+    v = tmp_path / "my_variant.yaml"
+    v.write_text("base: mobile_former_294m\nactivation: relu6\n")
+    r = cli("info", str(v), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("my_variant  arch_id ") and "paper:" not in r.stdout
+    same = tmp_path / "mobile_former_294m.yaml"  # named like the preset, but not the preset
+    same.write_text("base: mobile_former_294m\nnum_tokens: 3\n")
+    out = json.loads(cli("info", str(same), "--json", cwd=tmp_path).stdout)
+    assert "paper" not in out
+    plain = tmp_path / "plain.yaml"  # the preset itself, in a file
+    plain.write_text("base: mobile_former_294m\n")
+    r = cli("info", str(plain), cwd=tmp_path)
+    assert r.stdout.startswith("mobile_former_294m  arch_id ")
+    assert "paper: MACs 294M  params 11.4M  ImageNet top-1 77.9" in r.stdout
 
 
