@@ -352,3 +352,38 @@ def test_info_of_a_variant_shows_its_own_name_and_no_paper_line(tmp_path):
     assert "paper: MACs 294M  params 11.4M  ImageNet top-1 77.9" in r.stdout
 
 
+# ----------------------------------------------------------------------------- 10. numbers written as text
+
+
+def test_integer_fields_take_exact_integers_in_any_notation(tmp_path):
+    space = load_space(tiny_space(tmp_path, budget={"macs": "8.5e6", "params": "1e6"},
+                                  evaluation={"train_size": "2e3", "lr": "1e-2"}))
+    assert space.budget.macs == 8_500_000 and space.budget.params == 1_000_000
+    assert space.evaluation.train_size == 2000 and space.evaluation.lr == 0.01
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY.read_text().replace("macs: 8500000", "macs: 8.5e6"))  # YAML 1.1 reads 8.5e6 as text
+    assert load_space(p).budget.macs == 8_500_000
+
+
+@pytest.mark.parametrize("evaluation,pattern", [
+    ({"epochs": 2.5}, r"evaluation.epochs: must be an integer, got 2.5"),
+    ({"epochs": "2.5e0"}, r"evaluation.epochs: must be an integer, got '2.5e0'"),
+    ({"epochs": "two"}, r"evaluation.epochs: must be an integer, got 'two'"),
+    ({"epochs": "nan"}, r"evaluation.epochs: must be an integer, got 'nan'"),
+    ({"lr": "fast"}, r"evaluation.lr: must be a number, got 'fast'"),
+    ({"lr": "inf"}, r"evaluation.lr: must be a number, got 'inf'"),
+])
+def test_non_integral_or_non_numeric_values_are_refused(tmp_path, evaluation, pattern):
+    with pytest.raises(InputError, match=pattern):
+        load_space(tiny_space(tmp_path, evaluation=evaluation))
+
+
+def test_ablation_paper_numbers_and_seeds_in_any_notation(tmp_path):
+    p = experiment(tmp_path)
+    data = yaml.safe_load(p.read_text())
+    data.update(seeds=["0", "1e0"], paper={"top1": {"a": "6.4e1"}})
+    p.write_text(yaml.safe_dump(data))
+    exp = load_experiment(p)
+    assert exp.seeds == (0, 1) and exp.arm("a").paper_top1 == 64.0
+
+

@@ -7,6 +7,7 @@ reading ``file:line: field: what is wrong``; nothing is run before the whole fil
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import hashlib
 import json
 import math
@@ -222,25 +223,40 @@ def _no_unknown(ctx: _Ctx, d: dict, known: tuple | set, fld: str) -> None:
 
 
 def _int(ctx: _Ctx, v: Any, fld: str, lo: int, hi: int, optional: bool = False) -> int | None:
+    """An integer field. Numbers written with an exponent count when they are whole: YAML 1.1 reads
+    ``8.5e6`` as text (it wants ``8.5e+6``, a float), so both, and ``1e6``, mean the integer."""
     if v is None and optional:
         return None
+    raw = v
+    if isinstance(v, str):
+        try:
+            d = decimal.Decimal(v.strip())
+        except decimal.InvalidOperation:
+            raise ctx.err(fld, f"must be an integer, got {raw!r}") from None
+        if d.is_finite() and d.adjusted() > 18:  # far out of any range; int() of 1e999999999 would take ages
+            raise ctx.err(fld, f"must be in [{lo}, {hi}], got {raw!r}")
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ctx.err(fld, f"must be an integer, got {raw!r}")
+        v = int(d)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ctx.err(fld, f"must be an integer, got {v!r}")
+        raise ctx.err(fld, f"must be an integer, got {raw!r}")
     if not lo <= v <= hi:
         raise ctx.err(fld, f"must be in [{lo}, {hi}], got {v}")
     return v
 
 
 def _float(ctx: _Ctx, v: Any, fld: str, lo: float, hi: float) -> float:
+    """A real-valued field; text that reads as a finite number counts (``1e-3`` is text in YAML 1.1)."""
+    raw = v
     if isinstance(v, str):
         try:
             v = float(v)
         except ValueError:
-            raise ctx.err(fld, f"must be a number, got {v!r}") from None
+            raise ctx.err(fld, f"must be a number, got {raw!r}") from None
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise ctx.err(fld, f"must be a number, got {v!r}")
+        raise ctx.err(fld, f"must be a number, got {raw!r}")
     if not lo <= v <= hi:
         raise ctx.err(fld, f"must be in [{lo:g}, {hi:g}], got {v:g}")
     return float(v)
