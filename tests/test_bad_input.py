@@ -24,7 +24,7 @@ from mfsearch.models import create_model
 from mfsearch.models.checkpoint import CheckpointError, load_released_checkpoint
 from mfsearch.models.io import load_config_file
 from mfsearch.space import load_space
-from mfsearch.store import StudyRef, default_storage_url, open_storage, write_run_info
+from mfsearch.store import StorageError, StudyRef, default_storage_url, open_storage, write_run_info
 from mfsearch.yamlio import InputError
 
 from .test_search import TINY, tiny_space
@@ -385,5 +385,22 @@ def test_ablation_paper_numbers_and_seeds_in_any_notation(tmp_path):
     p.write_text(yaml.safe_dump(data))
     exp = load_experiment(p)
     assert exp.seeds == (0, 1) and exp.arm("a").paper_top1 == 64.0
+
+
+# ----------------------------------------------------------------------------- 11. storage driver hints
+
+
+@pytest.mark.parametrize("url,names,not_named", [
+    ("mysql://u@127.0.0.1/db", ("mysqlclient", "pymysql"), "postgres"),
+    ("mysql+pymysql://u@127.0.0.1/db", ("pip install pymysql",), "postgres"),
+    ("postgresql+psycopg2://u@127.0.0.1/db", ("psycopg2",), "mysql"),
+])
+def test_missing_driver_hint_names_what_the_scheme_needs(url, names, not_named):
+    with pytest.raises(StorageError) as e:
+        open_storage(url)
+    hint = str(e.value).split(";", 1)[1]
+    for n in names:
+        assert n in hint
+    assert not_named not in hint
 
 

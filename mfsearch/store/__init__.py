@@ -62,9 +62,13 @@ def open_storage(url: str) -> Any:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30,
                                                   grace_period=120)
-    except ImportError as e:
-        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); "
-                           "pip install 'mfsearch[postgres]'") from None
+    except ImportError as e:  # name what this scheme (+driver) needs
+        pg = "pip install 'mfsearch[postgres]' (psycopg)"
+        hint = {"mysql": "pip install mysqlclient (or pymysql, with a mysql+pymysql:// URL)",
+                "mysql+mysqldb": "pip install mysqlclient", "mysql+pymysql": "pip install pymysql",
+                "postgresql": pg, "postgresql+psycopg": pg, "postgresql+psycopg2": "pip install psycopg2-binary",
+                }.get(url.split("://", 1)[0], "install the database driver the URL names")
+        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); {hint}") from None
     except Exception as e:  # noqa: BLE001 - any connection failure becomes one clear line
         msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise StorageError(f"storage {redact(url)}: cannot open ({msg}); check the URL and that the "
