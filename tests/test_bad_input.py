@@ -7,11 +7,13 @@ user cannot read, checkpoints written by ``torch.save``, a tar built here).
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,7 @@ import torch
 import yaml
 
 from mfsearch.ablation import load_experiment
+from mfsearch.evaluation.data import MfsearchDataError, read_cifar
 from mfsearch.models import create_model
 from mfsearch.models.checkpoint import CheckpointError, load_released_checkpoint
 from mfsearch.models.io import load_config_file
@@ -404,3 +407,45 @@ def test_missing_driver_hint_names_what_the_scheme_needs(url, names, not_named):
     assert not_named not in hint
 
 
+# ----------------------------------------------------------------------------- 12. CIFAR archive members
+
+
+BIG = 600 << 20  # over the 512 MiB a CIFAR batch may take
+
+
+def _sparse_tar(path: Path, sizes: dict[str, int]) -> Path:
+    """A .tar.gz of a few hundred bytes whose members unpack to ``sizes`` (GNU sparse files: mostly holes)."""
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as t:
+        for member, size in sizes.items():
+            data = f"1\n{size - 10}\n10\n".encode().ljust(512, b"\0") + b"x" * 10
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": member,
+                                "GNU.sparse.realsize": str(size)}
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_cifar_archive_member_larger_than_the_limit_is_refused(tmp_path):
+    archive = _sparse_tar(tmp_path / "cifar-10-python.tar.gz", {"cifar-10-batches-py/data_batch_1": BIG})
+    assert archive.stat().st_size < 4096
+    with pytest.raises(MfsearchDataError, match=r"cifar-10-batches-py/data_batch_1: .*629145600 bytes.*512 MiB"):
+        read_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_batch_file_larger_than_the_limit_is_refused(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name in ("train", "test"):
+        with open(folder / name, "wb") as f:
+            f.truncate(BIG)  # sparse: no disk space used
+    with pytest.raises(MfsearchDataError, match=r"cifar-100-python/train: .*629145600 bytes.*512 MiB"):
+        read_cifar(tmp_path, "cifar100")
+
+
+def test_cifar_archive_whose_batches_add_up_to_too_much_is_refused_before_reading(tmp_path):
+    sizes = {f"cifar-10-batches-py/data_batch_{i}": 250 << 20 for i in range(1, 6)}  # each fits; not all five
+    _sparse_tar(tmp_path / "cifar-10-python.tar.gz", sizes)
+    with pytest.raises(MfsearchDataError, match=r"cifar-10-python.tar.gz: the 5 batches unpack to 1310720000 bytes in "
+                                                r"all, more than the 1024 MiB"):
+        read_cifar(tmp_path, "cifar10")

@@ -424,33 +424,67 @@ def _cifar_class_names(obj: Any, spec: _CifarSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Bounds on what a CIFAR batch file or archive member may unpack to (the largest real one, CIFAR-100
+#: ``train``, is about 155 MB): a damaged or hostile archive is refused before it fills the memory.
+MAX_CIFAR_MEMBER_BYTES = 512 << 20
+MAX_CIFAR_TOTAL_BYTES = 1 << 30
+
+
+def _check_sizes(sizes: dict[str, int], where: str = "") -> None:
+    """Refuse batches (source -> bytes they unpack to) that are too large, before any is read."""
+    for source, size in sizes.items():
+        if size > MAX_CIFAR_MEMBER_BYTES:
+            raise MfsearchDataError(f"{source}: {size} bytes, more than the {MAX_CIFAR_MEMBER_BYTES >> 20} MiB a "
+                                    "CIFAR batch can take; this is not the CIFAR python version (download it again)")
+    if sum(sizes.values()) > MAX_CIFAR_TOTAL_BYTES:
+        raise MfsearchDataError(f"{where}: the {len(sizes)} batches unpack to {sum(sizes.values())} bytes in all, "
+                                f"more than the {MAX_CIFAR_TOTAL_BYTES >> 20} MiB of the CIFAR python version "
+                                "(download it again)")
+
+
+def _read_bounded(handle: Any, source: str) -> bytes:
+    data = handle.read(MAX_CIFAR_MEMBER_BYTES + 1)  # a size declared in a header may lie
+    if len(data) > MAX_CIFAR_MEMBER_BYTES:
+        _check_sizes({source: len(data)})
+    return data
+
+
 def _cifar_sources(root: Path, spec: _CifarSpec, files: Sequence[str]) -> dict[str, bytes] | None:
     """Return the raw bytes of ``files`` (+ meta if present), or None if absent."""
     for folder in (root, root / spec.subdir):
         if all((folder / f).is_file() for f in files):
             wanted = [*files, spec.meta] if (folder / spec.meta).is_file() else list(files)
             try:
-                return {f: (folder / f).read_bytes() for f in wanted}
+                _check_sizes({str(folder / f): (folder / f).stat().st_size for f in wanted}, str(folder))
+                out: dict[str, bytes] = {}
+                for f in wanted:
+                    with open(folder / f, "rb") as handle:
+                        out[f] = _read_bounded(handle, str(folder / f))
+                return out
             except OSError as exc:
                 raise MfsearchDataError(f"{folder}: cannot read CIFAR batches: {exc}") from exc
     archive = root if root.is_file() else root / spec.archive
     if archive.is_file():
         try:
             with tarfile.open(archive, "r:*") as tar:
-                out: dict[str, bytes] = {}
+                members: dict[str, tarfile.TarInfo] = {}
                 for f in [*files, spec.meta]:
                     try:
-                        member = tar.getmember(f"{spec.subdir}/{f}")
+                        members[f] = tar.getmember(f"{spec.subdir}/{f}")
                     except KeyError:
                         if f == spec.meta:
                             continue
                         raise MfsearchDataError(f"{archive}: archive lacks {spec.subdir}/{f}") from None
+                    _check_sizes({f"{archive}: {members[f].name}": members[f].size})
+                _check_sizes({f"{archive}: {m.name}": m.size for m in members.values()}, str(archive))
+                out = {}
+                for f, member in members.items():
                     handle = tar.extractfile(member)
                     if handle is None:
                         raise MfsearchDataError(f"{archive}: {member.name} is not a file")
-                    out[f] = handle.read()
+                    out[f] = _read_bounded(handle, f"{archive}: {member.name}")
                 return out
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:  # ValueError: a bad sparse map
             raise MfsearchDataError(f"{archive}: cannot read archive: {exc}") from exc
     return None
 
