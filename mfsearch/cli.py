@@ -35,13 +35,14 @@ def _resolve(spec: str, num_classes: int | None = None) -> Any:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models import PAPER, complexity
+    from .models import PAPER, complexity, get_config
 
     cfg = _resolve(args.model, args.num_classes)
     if args.input_size < 8 or args.input_size > 4096:
         raise UsageError(f"--input-size: must be in [8, 4096], got {args.input_size}")
     cx = complexity(cfg, args.input_size, per_block=True)
-    paper = PAPER.get(cfg.name) if args.input_size == 224 and cfg.num_classes == 1000 else None
+    is_preset = cfg.name in PAPER and cfg.arch_id == get_config(cfg.name).arch_id  # not a variant named like one
+    paper = PAPER[cfg.name] if is_preset and args.input_size == 224 and cfg.num_classes == 1000 else None
     if args.json:
         out = {
             "name": cfg.name, "arch_id": cfg.arch_id, "input_size": args.input_size,
@@ -136,12 +137,23 @@ def cmd_latency(args: argparse.Namespace) -> int:
             raise UsageError(f"{name}: must be in [{lo}, {hi}], got {v}")
     if args.runtime not in (*RUNTIMES, "auto"):
         raise UsageError(f"--runtime: choose one of auto, {', '.join(RUNTIMES)}")
+    sizes = f"--batch {args.batch} x --input-size {args.input_size}"
+    need, (free, where) = 4 * 3 * args.batch * args.input_size**2, _free_memory(args.device)
+    if free is not None and need > free:
+        raise UsageError(f"{sizes}: the float32 input tensor alone needs {need / 2**30:.1f} GiB, more than the "
+                         f"{free / 2**30:.1f} GiB of memory available ({where}); lower --batch or --input-size")
     settings = LatencySettings(device=args.device, threads=args.threads, runtime=args.runtime,
                                input_size=args.input_size, batch=args.batch, warmup=args.warmup, runs=args.runs)
     rows = []
     for spec in args.models:
         cfg = _resolve(spec)
-        lat = measure_latency(cfg, settings)
+        try:
+            lat = measure_latency(cfg, settings)
+        except (MemoryError, RuntimeError) as e:
+            if not _out_of_memory(e):
+                raise
+            raise UsageError(f"{sizes}: ran out of memory measuring {cfg.name or spec} ({_oom_detail(e)}); lower "
+                             "--batch or --input-size") from None
         rows.append({"model": cfg.name or spec, "arch_id": cfg.arch_id, **lat.to_dict()})
         if not args.json:
             if len(rows) == 1:
@@ -153,6 +165,42 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     return 0
+
+
+def _free_memory(device: str) -> tuple[int | None, str]:
+    """Bytes a new tensor can take on ``device`` (``None`` where unknown), and where that figure comes from."""
+    if device.startswith("cuda") or device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            index = torch.device(device if device != "auto" else "cuda").index
+            free, _total = torch.cuda.mem_get_info(torch.cuda.current_device() if index is None else index)
+            return free, "free GPU memory"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None, ""
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocator failure (CPU or GPU), as opposed to any other runtime error."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text \
+        or "out of memory" in text
+
+
+def _oom_detail(e: BaseException) -> str:
+    import re
+
+    m = re.search(r"tried to allocate (\d+) bytes", str(e))
+    if m:
+        return f"an allocation of {int(m[1]) / 2**30:.2f} GiB failed"
+    m = re.search(r"tried to allocate ([\d.]+ [KMGT]iB)", str(e))
+    return f"an allocation of {m[1]} failed" if m else "the allocator refused"
 
 
 def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:

@@ -10,10 +10,8 @@ import time
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     """The space file, with ``--set evaluation.KEY=VALUE`` overrides applied and validated as if in the file."""
-    import yaml
-
     from .space.spec import space_from_data
-    from .yamlio import InputError, load_yaml
+    from .yamlio import InputError, load_yaml, parse_yaml
 
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
@@ -26,7 +24,11 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
         sect_data = data.setdefault(sect, {})
         if not isinstance(sect_data, dict):
             raise InputError(f"{path}: {sect}: must be a mapping")
-        sect_data[field] = yaml.safe_load(value)
+        try:
+            sect_data[field], _ = parse_yaml(value, "VALUE")
+        except InputError as e:
+            raise InputError(f"--set {s!r}: VALUE must be a plain YAML value ({e}), e.g. "
+                             "--set evaluation.epochs=2") from None
     return space_from_data(data, path, lines if not sets else {})
 
 
@@ -61,6 +63,18 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         raise InputError("--models: a rank correlation needs at least 3 models")
     opts = CheckOptions(seeds=args.seeds, models=models, workers=args.workers, zero_cost=args.zero_cost,
                         sample=args.sample, batch_size=args.batch_size)
+    if args.zero_cost:  # the proxies score one minibatch of the first training epoch: it must fit in one
+        from .evaluation.train import proxy_data
+
+        try:
+            loader = proxy_data(space.evaluation).train
+        except MfsearchDataError as e:
+            raise InputError(f"{space.path}: {e.field}: {e}") from None
+        have = len(loader) * loader.batch_size
+        if args.batch_size > have:
+            raise InputError(f"--batch-size: {args.batch_size} is more than the {have} training examples an epoch "
+                             f"yields ({len(loader)} batches of evaluation.batch_size {loader.batch_size}); lower "
+                             "--batch-size")
     out = check_dir(space, args.runs_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps({"space": str(args.space), "set": args.set or [],
@@ -81,7 +95,7 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
             report.append(zero_cost_markdown(zs))
             js["zero_cost"] = zs
     except MfsearchDataError as e:
-        raise InputError(f"{space.path}: evaluation.dataset: {e}") from None
+        raise InputError(f"{space.path}: {e.field}: {e}") from None
     text = "\n".join(report) + f"\nWall time of this run: {(time.perf_counter() - t0) / 60:.1f} min.\n"
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(js, indent=2))

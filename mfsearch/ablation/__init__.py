@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from ..models import ConfigError, MobileFormerConfig, complexity, get_config
-from ..space.spec import Evaluation, _Ctx, _int, _mapping, _no_unknown, _parse_evaluation, parse_base, parse_name
+from ..space.spec import (
+    Evaluation,
+    _Ctx,
+    _float,
+    _int,
+    _mapping,
+    _no_unknown,
+    _parse_evaluation,
+    parse_base,
+    parse_name,
+)
 from ..yamlio import InputError, load_yaml
 
 DIRECTIONS = ("up", "down", "same")
@@ -79,8 +89,10 @@ def load_experiment(path: str | Path) -> Experiment:
         except TypeError as e:
             raise ctx.err(fld, str(e)) from None
         t = top1.get(arm_name)
-        if t is not None and (not isinstance(t, (int, float)) or not 0 <= t <= 100):
-            raise ctx.err(f"paper.top1.{arm_name}", "must be a top-1 accuracy in [0, 100]")
+        if t is not None:  # a top-1 accuracy in percent
+            t = _float(ctx, t, f"paper.top1.{arm_name}", 0.0, 100.0)
+        if any(a.name == str(arm_name) for a in arms):  # e.g. 1 and "1": one name once read as text
+            raise ctx.err(fld, "two arms have this name; rename one")
         arms.append(Arm(str(arm_name), dict(changes), t))
     names = {a.name for a in arms}
     for k in list(top1) + list(direction):

@@ -13,15 +13,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ..yamlio import InputError
     from . import load_experiment, report_markdown, run_experiment, write_report
 
+    if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
+        raise InputError(f"--seeds: must be in [1, 100], got {args.seeds}")
     exps = [load_experiment(p) for p in args.experiments]  # all validated before anything runs
     for exp in exps:
-        if args.seeds:
+        if args.seeds is not None:
             exp = exp.__class__(**{**exp.__dict__, "seeds": tuple(range(args.seeds))})
         t0 = time.perf_counter()
         try:
             run_dir = run_experiment(exp, args.runs_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
         except MfsearchDataError as e:
-            raise InputError(f"{exp.path}: evaluation.dataset: {e}") from None
+            raise InputError(f"{exp.path}: {e.field}: {e}") from None
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
         print(report_markdown(exp, rows, time.perf_counter() - t0))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")

@@ -226,6 +226,8 @@ def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
     frames = [trials_frame(study, "search")]
     if ref.reference_name in names:
         frames.append(trials_frame(optuna.load_study(study_name=ref.reference_name, storage=st), "reference"))
+    if all(f.empty for f in frames):
+        raise InputError(f"study {ref.name} has no trials yet; run it first (mfsearch run <space file>)")
     attrs = dict(study.user_attrs)
     attrs["run_dir"] = str(ref.run_dir)
     frames = [f for f in frames if not f.empty]

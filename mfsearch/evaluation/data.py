@@ -40,7 +40,9 @@ __all__ = [
     "ENV_VARS",
     "FASHION_MNIST_DEFAULT_ROOT",
     "IMAGE_EXTENSIONS",
+    "TRAIN_SPLIT_SIZES",
     "ArrayDataset",
+    "DataSizeError",
     "DatasetNotFoundError",
     "MfsearchDataError",
     "TensorLoader",
@@ -64,6 +66,9 @@ ENV_VARS: dict[str, str] = {
     "imagefolder": "MFSEARCH_IMAGEFOLDER",
 }
 DATASET_NAMES: tuple[str, ...] = tuple(ENV_VARS)
+#: Images in the training split of the data sets whose size is fixed. Validation subsets are drawn
+#: from this split too, so ``train_size + val_size`` must fit in it (imagefolder: known once read).
+TRAIN_SPLIT_SIZES: dict[str, int] = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 _ALIASES = {
@@ -79,6 +84,20 @@ _CHUNK = 4096  # images preprocessed at a time by TensorLoader
 
 class MfsearchDataError(Exception):
     """Base class for data loading errors (missing, corrupt or hostile files)."""
+
+    #: the setting a user changes to fix the error
+    field = "evaluation.dataset"
+
+
+class DataSizeError(MfsearchDataError, ValueError):
+    """A subset (or batch) larger than the data read can serve; :attr:`field` names the setting to change."""
+
+    def __init__(self, message: str, field: str = "evaluation.train_size") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> tuple:  # keeps the field when raised in a worker process
+        return (type(self), (str(self), self.field))
 
 
 class DatasetNotFoundError(MfsearchDataError):
@@ -405,33 +424,67 @@ def _cifar_class_names(obj: Any, spec: _CifarSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Bounds on what a CIFAR batch file or archive member may unpack to (the largest real one, CIFAR-100
+#: ``train``, is about 155 MB): a damaged or hostile archive is refused before it fills the memory.
+MAX_CIFAR_MEMBER_BYTES = 512 << 20
+MAX_CIFAR_TOTAL_BYTES = 1 << 30
+
+
+def _check_sizes(sizes: dict[str, int], where: str = "") -> None:
+    """Refuse batches (source -> bytes they unpack to) that are too large, before any is read."""
+    for source, size in sizes.items():
+        if size > MAX_CIFAR_MEMBER_BYTES:
+            raise MfsearchDataError(f"{source}: {size} bytes, more than the {MAX_CIFAR_MEMBER_BYTES >> 20} MiB a "
+                                    "CIFAR batch can take; this is not the CIFAR python version (download it again)")
+    if sum(sizes.values()) > MAX_CIFAR_TOTAL_BYTES:
+        raise MfsearchDataError(f"{where}: the {len(sizes)} batches unpack to {sum(sizes.values())} bytes in all, "
+                                f"more than the {MAX_CIFAR_TOTAL_BYTES >> 20} MiB of the CIFAR python version "
+                                "(download it again)")
+
+
+def _read_bounded(handle: Any, source: str) -> bytes:
+    data = handle.read(MAX_CIFAR_MEMBER_BYTES + 1)  # a size declared in a header may lie
+    if len(data) > MAX_CIFAR_MEMBER_BYTES:
+        _check_sizes({source: len(data)})
+    return data
+
+
 def _cifar_sources(root: Path, spec: _CifarSpec, files: Sequence[str]) -> dict[str, bytes] | None:
     """Return the raw bytes of ``files`` (+ meta if present), or None if absent."""
     for folder in (root, root / spec.subdir):
         if all((folder / f).is_file() for f in files):
             wanted = [*files, spec.meta] if (folder / spec.meta).is_file() else list(files)
             try:
-                return {f: (folder / f).read_bytes() for f in wanted}
+                _check_sizes({str(folder / f): (folder / f).stat().st_size for f in wanted}, str(folder))
+                out: dict[str, bytes] = {}
+                for f in wanted:
+                    with open(folder / f, "rb") as handle:
+                        out[f] = _read_bounded(handle, str(folder / f))
+                return out
             except OSError as exc:
                 raise MfsearchDataError(f"{folder}: cannot read CIFAR batches: {exc}") from exc
     archive = root if root.is_file() else root / spec.archive
     if archive.is_file():
         try:
             with tarfile.open(archive, "r:*") as tar:
-                out: dict[str, bytes] = {}
+                members: dict[str, tarfile.TarInfo] = {}
                 for f in [*files, spec.meta]:
                     try:
-                        member = tar.getmember(f"{spec.subdir}/{f}")
+                        members[f] = tar.getmember(f"{spec.subdir}/{f}")
                     except KeyError:
                         if f == spec.meta:
                             continue
                         raise MfsearchDataError(f"{archive}: archive lacks {spec.subdir}/{f}") from None
+                    _check_sizes({f"{archive}: {members[f].name}": members[f].size})
+                _check_sizes({f"{archive}: {m.name}": m.size for m in members.values()}, str(archive))
+                out = {}
+                for f, member in members.items():
                     handle = tar.extractfile(member)
                     if handle is None:
                         raise MfsearchDataError(f"{archive}: {member.name} is not a file")
-                    out[f] = handle.read()
+                    out[f] = _read_bounded(handle, f"{archive}: {member.name}")
                 return out
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:  # ValueError: a bad sparse map
             raise MfsearchDataError(f"{archive}: cannot read archive: {exc}") from exc
     return None
 
@@ -700,12 +753,17 @@ def split_indices(
     ``train_size=None`` uses everything not in validation. With ``labels``
     both parts are stratified by class. Returns sorted int64 arrays.
     """
-    if n < 0 or val_size < 0 or val_size > n:
-        raise ValueError(f"need 0 <= val_size <= n, got val_size={val_size}, n={n}")
+    if n < 0 or val_size < 0 or train_size is not None and train_size < 0:
+        raise ValueError(f"need n, train_size, val_size >= 0, got n={n}, train_size={train_size}, val_size={val_size}")
+    if val_size > n:
+        raise DataSizeError(f"val_size {val_size} is more than the {n} examples of the training split (validation "
+                            "is drawn from it); lower evaluation.val_size", "evaluation.val_size")
     if train_size is None:
         train_size = n - val_size
-    if train_size < 0 or train_size + val_size > n:
-        raise ValueError(f"train_size + val_size = {train_size + val_size} exceeds the {n} available examples")
+    if train_size + val_size > n:
+        raise DataSizeError(f"train_size + val_size = {train_size + val_size} is more than the {n} examples of the "
+                            "training split (validation is drawn from it); lower evaluation.train_size or "
+                            "evaluation.val_size")
     rng = np.random.default_rng(seed)
     if labels is None:
         perm = rng.permutation(n)
@@ -793,6 +851,10 @@ class TensorLoader:
         if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
             raise ValueError("indices must be a 1-D integer array")
         idx = idx.astype(np.int64)
+        if (train if drop_last is None else drop_last) and idx.size < batch_size:
+            raise DataSizeError(f"batch_size {batch_size} is more than the {idx.size} training examples: with the "
+                                "last partial batch dropped no step would train; lower evaluation.batch_size",
+                                "evaluation.batch_size")
         if idx.size == 0:
             raise ValueError("indices select no examples")
         if idx.min() < 0 or idx.max() >= len(dataset):

@@ -9,6 +9,8 @@ in ``state_dict`` / ``model``) safely (``weights_only=True``) and loads it.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..yamlio import InputError, open_regular_file
 from .config import MobileFormerConfig
 
 _CONV_BN = {"0": "conv", "1": "bn"}
@@ -98,7 +101,7 @@ def released_key_map(cfg: MobileFormerConfig) -> dict[str, str]:
 def convert_released_state_dict(state: Mapping[str, Tensor], cfg: MobileFormerConfig) -> dict[str, Tensor]:
     """Rename a released state dict to mfsearch names; unknown keys raise, naming them."""
     key_map = released_key_map(cfg)
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in _check_state(state).items()}
     unknown = [k for k in state if k not in key_map]
     if unknown:
         raise CheckpointError(f"{len(unknown)} unexpected key(s) in checkpoint: {', '.join(unknown[:10])}")
@@ -108,10 +111,42 @@ def convert_released_state_dict(state: Mapping[str, Tensor], cfg: MobileFormerCo
 def _unwrap(obj: Any) -> Mapping[str, Tensor]:
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            return obj[key]
-    if isinstance(obj, Mapping):
-        return obj
-    raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+            obj = obj[key]
+            break
+    return _check_state(obj)
+
+
+def _check_state(obj: Any) -> Mapping[str, Tensor]:
+    """``obj`` if it maps parameter names to tensors; otherwise a :class:`CheckpointError` naming the first misfit."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"checkpoint key {k!r} ({type(k).__name__}) is not a parameter name: a state dict "
+                                  "maps names (str) to tensors")
+        if not isinstance(v, Tensor):
+            raise CheckpointError(f"checkpoint entry {k!r} holds a {type(v).__name__}, not a tensor")
+    return obj
+
+
+def _read(source: str | PathLike) -> Any:
+    """``torch.load(weights_only=True)`` of a regular file; every failure is one :class:`CheckpointError` line."""
+    try:
+        f = open_regular_file(source, "checkpoint file")  # a FIFO would block torch.load forever
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
+    with f:
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - hostile, corrupt or truncated files: one clear message
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            if isinstance(e, pickle.UnpicklingError) and found:  # objects beyond tensors: refused, never run
+                raise CheckpointError(f"{source}: not a plain weights checkpoint (a state dict of tensors): it refers "
+                                      f"to {found[1]}; load only state dicts of tensors") from None
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if isinstance(e, pickle.UnpicklingError) or "weights_only" in detail:
+                detail = "not a PyTorch checkpoint, or a damaged one"
+            raise CheckpointError(f"{source}: cannot be read as a checkpoint ({detail})") from None
 
 
 def load_released_checkpoint(
@@ -122,17 +157,12 @@ def load_released_checkpoint(
     Returns ``(missing, unexpected)`` mfsearch key names; with ``strict`` any of either,
     or a shape mismatch, raises :class:`CheckpointError` naming the keys.
     """
-    if isinstance(source, Mapping):
-        obj: Any = source
-    else:
-        try:
-            obj = torch.load(source, map_location="cpu", weights_only=True)
-        except FileNotFoundError as e:
-            raise CheckpointError(f"{source}: no such checkpoint file") from e
-        except Exception as e:  # noqa: BLE001 - corrupt or hostile files: one clear message
-            raise CheckpointError(f"{source}: cannot be read as a weights-only checkpoint ({e})") from e
+    obj: Any = source if isinstance(source, Mapping) else _read(source)
     cfg: MobileFormerConfig = model.cfg  # type: ignore[assignment]
-    raw = _unwrap(obj)
+    try:
+        raw = _unwrap(obj)
+    except CheckpointError as e:
+        raise CheckpointError(str(e) if isinstance(source, Mapping) else f"{source}: {e}") from None
     key_map = released_key_map(cfg)
     raw = {k[7:] if k.startswith("module.") else k: v for k, v in raw.items()}
     unexpected = [k for k in raw if k not in key_map]

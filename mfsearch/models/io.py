@@ -12,7 +12,11 @@ from .presets import get_config, list_models
 
 
 def config_from_data(data: object, path: str | Path, lines: dict[str, int], prefix: str = "") -> MobileFormerConfig:
-    """A config from loaded YAML data: a mapping of fields, optionally ``base: <preset>`` + overrides."""
+    """A config from loaded YAML data: a mapping of fields, optionally ``base: <preset>`` + overrides.
+
+    A variant is named after its file (a preset's name would borrow the preset's paper figures);
+    a file that only restates a preset keeps the preset's name.
+    """
     if not isinstance(data, dict):
         raise located(path, lines, prefix.rstrip(".") or "config", "must be a mapping of architecture fields")
     data = dict(data)
@@ -24,7 +28,10 @@ def config_from_data(data: object, path: str | Path, lines: dict[str, int], pref
             merged = get_config(str(base)).to_dict()
             merged.update(data)
             data = merged
-        return MobileFormerConfig.from_dict(data, name=str(base or Path(path).stem))
+        cfg = MobileFormerConfig.from_dict(data, name=Path(path).stem or "config")
+        if base is not None and cfg.arch_id == get_config(str(base)).arch_id:  # the preset itself, not a variant
+            cfg = cfg.replace(name=str(base))
+        return cfg
     except ConfigError as e:
         raise located(path, lines, prefix + e.field, e.rule) from None
     except TypeError as e:  # a wrong type deep in the data (e.g. a list where a number belongs)

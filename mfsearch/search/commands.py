@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         data = proxy_data(space.evaluation)
     except MfsearchDataError as e:
-        raise InputError(f"{space.path}: evaluation.dataset: {e}") from None
+        raise InputError(f"{space.path}: {getattr(e, 'field', 'evaluation.dataset')}: {e}") from None
     workers = space.search.workers if args.workers is None else args.workers
     if not 1 <= workers <= 256:
         raise InputError(f"--workers: must be in [1, 256], got {workers}")

@@ -7,6 +7,7 @@ reading ``file:line: field: what is wrong``; nothing is run before the whole fil
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import hashlib
 import json
 import math
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.data import TRAIN_SPLIT_SIZES
 from ..latency import LatencySettings
 from ..models import ConfigError, MobileFormerConfig, get_config, list_models
 from ..yamlio import InputError, load_yaml, located
@@ -228,25 +230,40 @@ def _no_unknown(ctx: _Ctx, d: dict, known: tuple | set, fld: str) -> None:
 
 
 def _int(ctx: _Ctx, v: Any, fld: str, lo: int, hi: int, optional: bool = False) -> int | None:
+    """An integer field. Numbers written with an exponent count when they are whole: YAML 1.1 reads
+    ``8.5e6`` as text (it wants ``8.5e+6``, a float), so both, and ``1e6``, mean the integer."""
     if v is None and optional:
         return None
+    raw = v
+    if isinstance(v, str):
+        try:
+            d = decimal.Decimal(v.strip())
+        except decimal.InvalidOperation:
+            raise ctx.err(fld, f"must be an integer, got {raw!r}") from None
+        if d.is_finite() and d.adjusted() > 18:  # far out of any range; int() of 1e999999999 would take ages
+            raise ctx.err(fld, f"must be in [{lo}, {hi}], got {raw!r}")
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ctx.err(fld, f"must be an integer, got {raw!r}")
+        v = int(d)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ctx.err(fld, f"must be an integer, got {v!r}")
+        raise ctx.err(fld, f"must be an integer, got {raw!r}")
     if not lo <= v <= hi:
         raise ctx.err(fld, f"must be in [{lo}, {hi}], got {v}")
     return v
 
 
 def _float(ctx: _Ctx, v: Any, fld: str, lo: float, hi: float) -> float:
+    """A real-valued field; text that reads as a finite number counts (``1e-3`` is text in YAML 1.1)."""
+    raw = v
     if isinstance(v, str):
         try:
             v = float(v)
         except ValueError:
-            raise ctx.err(fld, f"must be a number, got {v!r}") from None
+            raise ctx.err(fld, f"must be a number, got {raw!r}") from None
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise ctx.err(fld, f"must be a number, got {v!r}")
+        raise ctx.err(fld, f"must be a number, got {raw!r}")
     if not lo <= v <= hi:
         raise ctx.err(fld, f"must be in [{lo:g}, {hi:g}], got {v:g}")
     return float(v)
@@ -436,7 +453,29 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
         kw["compile"] = _bool(ctx, d["compile"], f + "compile")
     if "cuda_graphs" in d:
         kw["cuda_graphs"] = _bool(ctx, d["cuda_graphs"], f + "cuda_graphs")
-    return dataclasses.replace(e, **kw)
+    e = dataclasses.replace(e, **kw)
+    _check_sizes(ctx, e)
+    return e
+
+
+def _check_sizes(ctx: _Ctx, e: Evaluation) -> None:
+    """Subsets must fit in the training split, and one full batch in the training subset.
+
+    The split sizes of the fixed data sets are known here; an image folder's is checked when it is read.
+    """
+    n, f = TRAIN_SPLIT_SIZES.get(e.dataset), "evaluation."
+    split = f"the {n} images of {e.dataset}'s training split (validation is drawn from it)"
+    if n is not None and e.val_size >= n:
+        raise ctx.err(f + "val_size", f"{e.val_size} leaves no training images: {split}; lower it")
+    if n is not None and e.train_size is not None and e.train_size + e.val_size > n:
+        raise ctx.err(f + "train_size", f"train_size + val_size = {e.train_size + e.val_size} is more than {split}; "
+                      "lower train_size or val_size")
+    if e.train_size is not None and e.batch_size > e.train_size:
+        raise ctx.err(f + "batch_size", f"{e.batch_size} is more than train_size ({e.train_size}): the last partial "
+                      "batch is dropped, so no step would train; lower batch_size or raise train_size")
+    if n is not None and e.train_size is None and e.batch_size > n - e.val_size:
+        raise ctx.err(f + "batch_size", f"{e.batch_size} is more than the {n - e.val_size} training images left "
+                      f"({split}, minus val_size {e.val_size}): no step would train; lower batch_size")
 
 
 def _parse_search(ctx: _Ctx, raw: Any) -> Search:

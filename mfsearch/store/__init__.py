@@ -158,9 +158,13 @@ def open_storage(url: str, create: bool = True) -> Any:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ImportError as e:
-        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); "
-                           "pip install 'mfsearch[postgres]'") from None
+    except ImportError as e:  # name what this scheme (+driver) needs
+        pg = "pip install 'mfsearch[postgres]' (psycopg)"
+        hint = {"mysql": "pip install mysqlclient (or pymysql, with a mysql+pymysql:// URL)",
+                "mysql+mysqldb": "pip install mysqlclient", "mysql+pymysql": "pip install pymysql",
+                "postgresql": pg, "postgresql+psycopg": pg, "postgresql+psycopg2": "pip install psycopg2-binary",
+                }.get(url.split("://", 1)[0], "install the database driver the URL names")
+        raise StorageError(f"storage {redact(url)}: a driver is missing ({e.name or e}); {hint}") from None
     except (InputError, OSError):
         raise
     except Exception as e:  # noqa: BLE001 - any connection failure becomes one clear line
