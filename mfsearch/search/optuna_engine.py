@@ -176,12 +176,12 @@ def open_study(space: Space, ref: StudyRef, sampler: optuna.samplers.BaseSampler
         study = optuna.create_study(storage=storage, sampler=sampler, study_name=name, directions=directions,
                                     load_if_exists=True)
     except ValueError as e:
-        raise InputError(f"study {name} in {redact(ref.storage)}: {e}") from None
+        raise InputError(f"study {name} in {redact(ref.storage)}: {redact(str(e), ref.storage)}") from None
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 - a database that refuses: one clear line
         raise StorageError(f"storage {redact(ref.storage)}: cannot open study {name} "
-                           f"({redact(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
+                           f"({redact(str(e).splitlines()[0] if str(e) else type(e).__name__, ref.storage)})") from None
     if not ref.storage.startswith(("journal:",)) and not ref.storage.endswith(".log"):
         study = Retrying(study, ref.storage, log=lambda m: print(m, file=sys.stderr))
     if not study.user_attrs:
