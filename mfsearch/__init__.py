@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 def open_study(target: str | PathLike, storage: str | None = None, runs: str | PathLike | None = None) -> Any:
     """The :class:`optuna.Study` of a study name, run directory or space file (reading never creates a store).
 
-    For a DataFrame of its trials use :func:`mfsearch.analysis.load_results`.
+    For a DataFrame of its trials use :func:`load_results`.
     """
     import optuna
 
@@ -39,7 +39,21 @@ def open_study(target: str | PathLike, storage: str | None = None, runs: str | P
     return optuna.load_study(study_name=ref.name, storage=st)
 
 
+def load_results(target: str | PathLike, storage: str | None = None,
+                 runs: str | PathLike | None = None) -> tuple[Any, dict]:
+    """The trials of a study as a DataFrame, plus its attributes (notebooks start here).
+
+    ``target``: a study name, a run directory or a space file. For the :class:`optuna.Study`
+    itself use :func:`open_study`. Reading never creates a store.
+    """
+    from .analysis import study_frames
+    from .search.commands import study_ref
+
+    return study_frames(study_ref(target, storage, runs))
+
+
 __all__ = [
-    "PAPER", "BlockConfig", "ConfigError", "MobileFormer", "MobileFormerConfig", "__version__",
-    "complexity", "count_params", "create_model", "get_config", "list_models", "load_released_checkpoint", "open_study",
+    "PAPER", "BlockConfig", "ConfigError", "MobileFormer", "MobileFormerConfig", "__version__", "complexity",
+    "count_params", "create_model", "get_config", "list_models", "load_released_checkpoint", "load_results",
+    "open_study",
 ]

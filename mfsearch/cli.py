@@ -20,8 +20,8 @@ def _fmt_m(n: int) -> str:
 
 
 def _resolve(spec: str, num_classes: int | None = None) -> Any:
+    from .errors import InputError
     from .models import ConfigError, resolve_config
-    from .yamlio import InputError
 
     try:
         cfg = resolve_config(spec)

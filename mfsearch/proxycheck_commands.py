@@ -10,8 +10,9 @@ import time
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     """The space file, with ``--set evaluation.KEY=VALUE`` overrides applied and validated as if in the file."""
+    from .errors import InputError
+    from .fields import load_yaml, parse_yaml
     from .space.spec import space_from_data
-    from .yamlio import InputError, load_yaml, parse_yaml
 
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
@@ -33,6 +34,7 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
 
 
 def cmd_proxy_check(args: argparse.Namespace) -> int:
+    from .errors import InputError
     from .evaluation.data import MfsearchDataError
     from .models import PAPER
     from .proxycheck import (
@@ -47,7 +49,6 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         summarise_zero_cost,
         zero_cost_markdown,
     )
-    from .yamlio import InputError
 
     space = _space_with(args.space, args.set or [])
     models = tuple(args.models.split(",")) if args.models else PAPER_MODELS

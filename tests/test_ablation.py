@@ -18,7 +18,7 @@ from mfsearch.ablation import (
     summary_markdown,
     t_interval,
 )
-from mfsearch.yamlio import InputError
+from mfsearch.errors import InputError
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
 AXES = {"components", "activation", "tokens", "token_width", "bridge_heads", "projections", "bridges", "ffn",

@@ -22,13 +22,13 @@ import torch
 import yaml
 
 from mfsearch.ablation import load_experiment
+from mfsearch.errors import InputError
 from mfsearch.evaluation.data import MfsearchDataError, read_cifar
 from mfsearch.models import create_model
 from mfsearch.models.checkpoint import CheckpointError, load_released_checkpoint
 from mfsearch.models.io import load_config_file
 from mfsearch.space import load_space
 from mfsearch.store import StorageError, StudyRef, default_storage_url, open_storage, write_run_info
-from mfsearch.yamlio import InputError
 
 from .test_search import TINY, tiny_space
 

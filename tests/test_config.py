@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 import mfsearch
+from mfsearch.errors import InputError
 from mfsearch.models import ConfigError, MobileFormerConfig, resolve_config
 from mfsearch.models.io import dump_config, load_config_file
 from mfsearch.models.random import random_config
-from mfsearch.yamlio import InputError
 
 BASE = mfsearch.get_config("mobile_former_294m")
 

@@ -12,9 +12,9 @@ import optuna
 import pytest
 import yaml
 
+from mfsearch.errors import InputError
 from mfsearch.space import load_space
 from mfsearch.store import default_storage_url, open_storage
-from mfsearch.yamlio import InputError
 
 from .pg import PASSWORD, PostgresServer
 from .test_search import load, run_cli, tiny_space

@@ -146,7 +146,7 @@ def test_prescreen_trains_the_best_scored_candidate(tmp_path):
     ({"objectives": [{"snip": "maximize"}], "prescreen": {"proxy": "snip"}}, "prescreen"),
 ])
 def test_bad_latency_and_proxy_settings_name_the_field(tmp_path, changes, field):
-    from mfsearch.yamlio import InputError
+    from mfsearch.errors import InputError
 
     with pytest.raises(InputError, match=rf"{field.replace('[', '.').replace(']', '.')}: "):
         load_space(tiny_space(tmp_path, **changes))

@@ -46,6 +46,9 @@ def test_pareto_notebook(tmp_path):
     text = json.dumps([c.get("outputs") for c in nb.cells])
     assert "mobile_former_26m" in text and "| rank |" in text
     assert (run_dir / "nb_front_macs.png").is_file() and (run_dir / "nb_front_latency.png").is_file()
+    for cell in nb.cells:  # every figure is shown, the hypervolume's included (no backend switched under it)
+        if cell.cell_type == "code" and ("plot_front" in cell.source or "plot_hypervolume_history" in cell.source):
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import mfsearch
+from mfsearch.errors import InputError
 from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep
 from mfsearch.space import load_space
 from mfsearch.space.spec import Evaluation
-from mfsearch.yamlio import InputError
 
 from .test_search import tiny_space
 

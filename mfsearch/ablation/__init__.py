@@ -19,19 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
 from ..models import ConfigError, MobileFormerConfig, complexity, get_config
-from ..space.spec import (
-    Evaluation,
-    _Ctx,
-    _float,
-    _int,
-    _mapping,
-    _no_unknown,
-    _parse_evaluation,
-    parse_base,
-    parse_name,
-)
-from ..yamlio import InputError, load_yaml
+from ..space.spec import Evaluation, _parse_evaluation, parse_base, parse_name
 
 DIRECTIONS = ("up", "down", "same")
 
@@ -63,25 +54,25 @@ class Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Load and validate an experiment file; errors read ``file:line: field: rule``."""
     data, lines = load_yaml(path)
-    ctx = _Ctx(path, lines)
+    ctx = Ctx(path, lines)
     if not isinstance(data, dict):
         raise ctx.err("file", "an experiment file must be a mapping")
     known = ("name", "description", "base", "baseline", "arms", "seeds", "evaluation", "match_budget", "paper")
-    _no_unknown(ctx, data, known, "")
+    no_unknown(ctx, data, known, "")
     name = parse_name(ctx, data, path)
     base = parse_base(ctx, data)
-    arms_raw = _mapping(ctx, data.get("arms"), "arms")
+    arms_raw = mapping_field(ctx, data.get("arms"), "arms")
     if len(arms_raw) < 2:
         raise ctx.err("arms", "needs at least two arms (a baseline and one alternative)")
-    paper = _mapping(ctx, data.get("paper"), "paper")
-    _no_unknown(ctx, paper, {"top1", "direction"}, "paper")
-    top1 = _mapping(ctx, paper.get("top1"), "paper.top1")
-    direction = _mapping(ctx, paper.get("direction"), "paper.direction")
+    paper = mapping_field(ctx, data.get("paper"), "paper")
+    no_unknown(ctx, paper, {"top1", "direction"}, "paper")
+    top1 = mapping_field(ctx, paper.get("top1"), "paper.top1")
+    direction = mapping_field(ctx, paper.get("direction"), "paper.direction")
     base_cfg = get_config(base)
     arms = []
     for arm_name, changes in arms_raw.items():
         fld = f"arms.{arm_name}"
-        changes = _mapping(ctx, changes, fld)
+        changes = mapping_field(ctx, changes, fld)
         try:
             base_cfg.replace(**changes)
         except ConfigError as e:
@@ -90,7 +81,7 @@ def load_experiment(path: str | Path) -> Experiment:
             raise ctx.err(fld, str(e)) from None
         t = top1.get(arm_name)
         if t is not None:  # a top-1 accuracy in percent
-            t = _float(ctx, t, f"paper.top1.{arm_name}", 0.0, 100.0)
+            t = float_field(ctx, t, f"paper.top1.{arm_name}", 0.0, 100.0)
         if any(a.name == str(arm_name) for a in arms):  # e.g. 1 and "1": one name once read as text
             raise ctx.err(fld, "two arms have this name; rename one")
         arms.append(Arm(str(arm_name), dict(changes), t))
@@ -107,7 +98,7 @@ def load_experiment(path: str | Path) -> Experiment:
     seeds = data.get("seeds", [0, 1, 2])
     if not isinstance(seeds, list) or not seeds or len(seeds) > 100:
         raise ctx.err("seeds", "must be a list of 1-100 integers")
-    seeds = tuple(_int(ctx, s, "seeds", 0, 2**31 - 1) for s in seeds)
+    seeds = tuple(int_field(ctx, s, "seeds", 0, 2**31 - 1) for s in seeds)
     if len(set(seeds)) != len(seeds):
         raise ctx.err("seeds", "has repeated seeds")
     match = data.get("match_budget", False)
@@ -314,12 +305,11 @@ def report_markdown(exp: Experiment, rows: list[dict[str, Any]], wall_s: float |
 
 
 def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    """Bar chart of each arm's mean +/- std, written to ``path`` (drawn on its own figure: no pyplot state)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6), dpi=120)
+    fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6), dpi=120)
+    ax = fig.subplots()
     xs = range(len(rows))
     ax.bar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4,
            color=["C7" if r["baseline"] else "C0" for r in rows])
@@ -332,7 +322,6 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..evaluation.data import MfsearchDataError
-    from ..yamlio import InputError
     from . import load_experiment, report_markdown, run_experiment, write_report
 
     if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
@@ -31,8 +31,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..store import runs_dir
-    from ..yamlio import InputError
     from . import collect_reports, summary_markdown
 
     root = Path(args.dir) if args.dir else runs_dir(args.runs_dir) / "ablations"

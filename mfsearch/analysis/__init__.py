@@ -12,6 +12,13 @@ import pandas as pd
 
 from ..store import trial_constraints
 
+__all__ = [
+    "AXES", "OBJECTIVE_COLUMNS", "candidates", "front_markdown", "hypervolume", "hypervolume_history",
+    "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_hypervolume_history",
+    "study_frames", "trials_frame",
+]
+
+
 OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params", "latency": "latency_ms",
                      **{z: z for z in ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")}}
 
@@ -111,7 +118,7 @@ def hypervolume(df: pd.DataFrame, objectives: Sequence[Sequence[str]], reference
     Accuracy (percent) is scaled to [0, 1]; every cost is divided by its reference value
     (the budget), so the volume is the fraction of the box [ref acc, 100%] x [0, budget].
     """
-    from optuna._hypervolume import compute_hypervolume
+    from .._optuna import compute_hypervolume
 
     c = candidates(df)
     if c.empty:
@@ -165,13 +172,14 @@ def front_markdown(front: pd.DataFrame) -> str:
 AXES = {"macs": (1e-6, "MACs (M)"), "params": (1e-6, "parameters (M)"), "latency_ms": (1.0, "latency (ms)")}
 
 
-def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path,
-               x: str = "macs", title: str = "") -> Path:
-    """Accuracy vs ``x`` (``macs``, ``params`` or ``latency_ms``): feasible trials, the front, paper models."""
-    import matplotlib
+def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,
+               x: str = "macs", title: str = "") -> Any:
+    """Accuracy vs ``x`` (``macs``, ``params`` or ``latency_ms``): feasible trials, the front, paper models.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns the :class:`matplotlib.figure.Figure` (a notebook shows it); writes it to ``path`` when given.
+    Draws on its own figure: no pyplot state, no backend switch.
+    """
+    from matplotlib.figure import Figure
 
     if x not in AXES:
         raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
@@ -180,7 +188,8 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     if x not in c.columns:
         c = c.assign(**{x: np.nan})
     c = c[c[x].notna()]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
     search = c[c["kind"] == "search"]
     refs = c[c["kind"] == "reference"]
     ax.scatter(search[x] * scale, search["accuracy"], s=18, alpha=0.6, label="trials")
@@ -201,10 +210,9 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig
 
 
 def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
@@ -236,18 +244,6 @@ def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
     return pd.concat(frames, ignore_index=True), attrs
 
 
-def load_results(target: str | Path, storage: str | None = None,
-                 runs: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The trials of a study as a DataFrame, plus its attributes (notebooks start here).
-
-    ``target``: a space file, a run directory or a study name (under ``runs``). For the
-    :class:`optuna.Study` itself use :func:`mfsearch.open_study`.
-    """
-    from ..search.commands import study_ref
-
-    return study_frames(study_ref(target, storage, runs))
-
-
 def param_importance(df: pd.DataFrame, seed: int = 0) -> pd.Series:
     """Importance of each knob for proxy accuracy over the trained search trials (Optuna's evaluator)."""
     import optuna
@@ -269,22 +265,21 @@ def param_importance(df: pd.DataFrame, seed: int = 0) -> pd.Series:
 
 
 def plot_hypervolume_history(hist: pd.DataFrame, path: str | Path | None = None, ax: Any = None) -> Any:
-    """Hypervolume after each trial (from :func:`hypervolume_history`)."""
-    import matplotlib
+    """Hypervolume after each trial (from :func:`hypervolume_history`) on ``ax``, or on a new figure.
 
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns the figure drawn on (a notebook shows it); writes it to ``path`` when given.
+    """
+    from matplotlib.figure import Figure
 
-    fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+        fig = Figure(figsize=(6, 3.5), dpi=120)
+        ax = fig.subplots()
     ax.plot(hist["trial"], hist["hypervolume"], marker="o", ms=3)
     ax.set_xlabel("trial")
     ax.set_ylabel("hypervolume (normalised)")
     ax.grid(alpha=0.3)
-    if path is not None and fig is not None:
+    fig = ax.get_figure()
+    if path is not None:
         fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-    return ax
+        fig.savefig(Path(path))
+    return fig

@@ -17,7 +17,7 @@ import ctypes
 import ctypes.util
 import sys
 
-from ..switches import switched_on
+from .._utils import switched_on
 
 ENV = "MFSEARCH_RETAIN_CPU_MEMORY"
 # glibc's mallopt parameters (malloc.h)

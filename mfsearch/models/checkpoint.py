@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..yamlio import InputError, open_regular_file
+from .._utils import open_regular_file
+from ..errors import InputError
 from .config import MobileFormerConfig
 
 _CONV_BN = {"0": "conv", "1": "bn"}

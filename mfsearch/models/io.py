@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ..yamlio import load_yaml, located
+from ..fields import load_yaml, located
 from .config import ConfigError, MobileFormerConfig
 from .presets import get_config, list_models
 

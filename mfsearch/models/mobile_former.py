@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..switches import switched_on
+from .._utils import switched_on
 from .config import BlockConfig, MobileFormerConfig
 from .cx import Cx
 

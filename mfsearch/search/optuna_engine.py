@@ -41,7 +41,6 @@ from ..store.liveness import HEARTBEAT_S, STALE_S, Heartbeat, fail_stale_trials,
 from .objective import OverBudget, base_record, evaluate, objective_values, zero_cost_record
 
 Log = Callable[[str], None]
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 _CLEANING = [0]

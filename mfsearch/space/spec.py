@@ -1,25 +1,35 @@
 """Space files: the YAML that declares a search (knobs, budget, objectives, evaluation, search, storage).
 
-``load_space(path)`` validates everything up front and raises :class:`~mfsearch.yamlio.InputError`
+``load_space(path)`` validates everything up front and raises :class:`~mfsearch.errors.InputError`
 reading ``file:line: field: what is wrong``; nothing is run before the whole file is valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..evaluation.data import TRAIN_SPLIT_SIZES
+from ..fields import (
+    Ctx,
+    bool_field,
+    choice_field,
+    float_field,
+    int_field,
+    load_yaml,
+    mapping_field,
+    no_unknown,
+    scalar_ok,
+    type_name,
+)
 from ..latency import LatencySettings
 from ..models import ConfigError, MobileFormerConfig, get_config, list_models
-from ..yamlio import InputError, load_yaml, located
 
 # ----------------------------------------------------------------------------- knobs
 
@@ -202,110 +212,27 @@ class Space:
 # ----------------------------------------------------------------------------- parsing
 
 
-class _Ctx:
-    def __init__(self, path: str | Path, lines: dict[str, int]) -> None:
-        self.path, self.lines = path, lines
-
-    def err(self, fld: str, rule: str) -> InputError:
-        return located(self.path, self.lines, fld, rule)
-
-
-def _type_name(v: Any) -> str:
-    return "a list" if isinstance(v, list) else "a mapping" if isinstance(v, dict) else type(v).__name__
-
-
-def _mapping(ctx: _Ctx, v: Any, fld: str) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise ctx.err(fld, f"must be a mapping, got {_type_name(v)}")
-    return v
-
-
-def _no_unknown(ctx: _Ctx, d: dict, known: tuple | set, fld: str) -> None:
-    for k in d:
-        if k not in known:
-            prefix = f"{fld}." if fld else ""
-            raise ctx.err(f"{prefix}{k}", f"unknown key; known keys are {', '.join(sorted(known))}")
-
-
-def _int(ctx: _Ctx, v: Any, fld: str, lo: int, hi: int, optional: bool = False) -> int | None:
-    """An integer field. Numbers written with an exponent count when they are whole: YAML 1.1 reads
-    ``8.5e6`` as text (it wants ``8.5e+6``, a float), so both, and ``1e6``, mean the integer."""
-    if v is None and optional:
-        return None
-    raw = v
-    if isinstance(v, str):
-        try:
-            d = decimal.Decimal(v.strip())
-        except decimal.InvalidOperation:
-            raise ctx.err(fld, f"must be an integer, got {raw!r}") from None
-        if d.is_finite() and d.adjusted() > 18:  # far out of any range; int() of 1e999999999 would take ages
-            raise ctx.err(fld, f"must be in [{lo}, {hi}], got {raw!r}")
-        if not d.is_finite() or d != d.to_integral_value():
-            raise ctx.err(fld, f"must be an integer, got {raw!r}")
-        v = int(d)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise ctx.err(fld, f"must be an integer, got {raw!r}")
-    if not lo <= v <= hi:
-        raise ctx.err(fld, f"must be in [{lo}, {hi}], got {v}")
-    return v
-
-
-def _float(ctx: _Ctx, v: Any, fld: str, lo: float, hi: float) -> float:
-    """A real-valued field; text that reads as a finite number counts (``1e-3`` is text in YAML 1.1)."""
-    raw = v
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            raise ctx.err(fld, f"must be a number, got {raw!r}") from None
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise ctx.err(fld, f"must be a number, got {raw!r}")
-    if not lo <= v <= hi:
-        raise ctx.err(fld, f"must be in [{lo:g}, {hi:g}], got {v:g}")
-    return float(v)
-
-
-def _bool(ctx: _Ctx, v: Any, fld: str) -> bool:
-    if not isinstance(v, bool):
-        raise ctx.err(fld, f"must be true or false, got {v!r}")
-    return v
-
-
-def _choice(ctx: _Ctx, v: Any, fld: str, choices: tuple) -> str:
-    if v not in choices:
-        raise ctx.err(fld, f"unknown value {v!r}; choose one of {', '.join(choices)}")
-    return v
-
-
-def _scalar_ok(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
-
-
-def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
+def _dist(ctx: Ctx, v: Any, fld: str) -> Knob:
     """A constant, or a mapping with exactly one of choice / int / float (+ step, log, when)."""
     if not isinstance(v, dict):
-        if not _scalar_ok(v):
+        if not scalar_ok(v):
             raise ctx.err(fld, f"must be a value or a distribution mapping ({', '.join(DIST_KEYS)}), "
-                          f"got {_type_name(v)}")
+                          f"got {type_name(v)}")
         return v
     kinds = [k for k in DIST_KEYS if k in v]
     if len(kinds) != 1:
         raise ctx.err(fld, f"a distribution needs exactly one of {', '.join(DIST_KEYS)}")
-    _no_unknown(ctx, v, {*DIST_KEYS, "step", "log", "when"}, fld)
+    no_unknown(ctx, v, {*DIST_KEYS, "step", "log", "when"}, fld)
     kind = kinds[0]
     when: tuple = ()
     if "when" in v:
-        w = _mapping(ctx, v["when"], f"{fld}.when")
+        w = mapping_field(ctx, v["when"], f"{fld}.when")
         when = tuple((str(k), tuple(x if isinstance(x, list) else [x])) for k, x in w.items())
         for k, vals in when:
             if k not in ARCH_KNOBS:
                 raise ctx.err(f"{fld}.when.{k}",
                               f"conditions may name architecture knobs only ({', '.join(ARCH_KNOBS)})")
-            if not all(_scalar_ok(x) for x in vals):
+            if not all(scalar_ok(x) for x in vals):
                 raise ctx.err(f"{fld}.when.{k}", "condition values must be plain values")
     if kind == "choice":
         vals = v["choice"]
@@ -313,7 +240,7 @@ def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
             raise ctx.err(f"{fld}.choice", "must be a non-empty list of values")
         if len(vals) > 1000:
             raise ctx.err(f"{fld}.choice", f"has {len(vals)} values; at most 1000")
-        if not all(_scalar_ok(x) for x in vals):
+        if not all(scalar_ok(x) for x in vals):
             raise ctx.err(f"{fld}.choice", "values must be plain numbers, strings or booleans")
         if len({json.dumps(x) for x in vals}) != len(vals):
             raise ctx.err(f"{fld}.choice", "has repeated values")
@@ -323,15 +250,15 @@ def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
     rng = v[kind]
     if not isinstance(rng, list) or len(rng) != 2:
         raise ctx.err(f"{fld}.{kind}", "must be a list [low, high]")
-    log = _bool(ctx, v.get("log", False), f"{fld}.log")
+    log = bool_field(ctx, v.get("log", False), f"{fld}.log")
     if kind == "int":
-        lo = _int(ctx, rng[0], f"{fld}.int", -(10**6), 10**6)
-        hi = _int(ctx, rng[1], f"{fld}.int", -(10**6), 10**6)
-        step = _int(ctx, v.get("step", 1), f"{fld}.step", 1, 10**6)
+        lo = int_field(ctx, rng[0], f"{fld}.int", -(10**6), 10**6)
+        hi = int_field(ctx, rng[1], f"{fld}.int", -(10**6), 10**6)
+        step = int_field(ctx, v.get("step", 1), f"{fld}.step", 1, 10**6)
     else:
-        lo = _float(ctx, rng[0], f"{fld}.float", -1e9, 1e9)
-        hi = _float(ctx, rng[1], f"{fld}.float", -1e9, 1e9)
-        step = _float(ctx, v["step"], f"{fld}.step", 1e-9, 1e9) if "step" in v else None
+        lo = float_field(ctx, rng[0], f"{fld}.float", -1e9, 1e9)
+        hi = float_field(ctx, rng[1], f"{fld}.float", -1e9, 1e9)
+        step = float_field(ctx, v["step"], f"{fld}.step", 1e-9, 1e9) if "step" in v else None
     if lo > hi:
         raise ctx.err(f"{fld}.{kind}", f"low {lo} is above high {hi}")
     if log and (lo <= 0 or (kind == "int" and step != 1) or (kind == "float" and step is not None)):
@@ -339,7 +266,7 @@ def _dist(ctx: _Ctx, v: Any, fld: str) -> Knob:
     return Dist(kind, (), lo, hi, step, log, when)
 
 
-def _check_arch_values(ctx: _Ctx, base: MobileFormerConfig, knob: str, k: Knob, fld: str) -> None:
+def _check_arch_values(ctx: Ctx, base: MobileFormerConfig, knob: str, k: Knob, fld: str) -> None:
     """Each candidate value must be acceptable for its field on its own (interplay is checked per sample)."""
     for value in (k.bounds() if isinstance(k, Dist) else [k]):
         try:
@@ -351,9 +278,9 @@ def _check_arch_values(ctx: _Ctx, base: MobileFormerConfig, knob: str, k: Knob, 
             raise ctx.err(fld, f"value {value!r}: {e}") from None
 
 
-def _parse_space(ctx: _Ctx, raw: Any, base: MobileFormerConfig) -> tuple[dict, dict | None, tuple | None]:
-    d = _mapping(ctx, raw, "space")
-    _no_unknown(ctx, d, {*ARCH_KNOBS, "lite", "stages"}, "space")
+def _parse_space(ctx: Ctx, raw: Any, base: MobileFormerConfig) -> tuple[dict, dict | None, tuple | None]:
+    d = mapping_field(ctx, raw, "space")
+    no_unknown(ctx, d, {*ARCH_KNOBS, "lite", "stages"}, "space")
     knobs: dict[str, Knob] = {}
     for k, v in d.items():
         if k in ("lite", "stages"):
@@ -363,8 +290,8 @@ def _parse_space(ctx: _Ctx, raw: Any, base: MobileFormerConfig) -> tuple[dict, d
         _check_arch_values(ctx, base, k, knobs[k], fld)
     lite = None
     if "lite" in d:
-        ld = _mapping(ctx, d["lite"], "space.lite")
-        _no_unknown(ctx, ld, LITE_KNOBS, "space.lite")
+        ld = mapping_field(ctx, d["lite"], "space.lite")
+        no_unknown(ctx, ld, LITE_KNOBS, "space.lite")
         lite = {k: _dist(ctx, v, f"space.lite.{k}") for k, v in ld.items()}
         for k, v in lite.items():
             _check_block_knob(ctx, k, v, f"space.lite.{k}")
@@ -378,8 +305,8 @@ def _parse_space(ctx: _Ctx, raw: Any, base: MobileFormerConfig) -> tuple[dict, d
         parsed = []
         for i, st in enumerate(sl):
             fld = f"space.stages[{i}]"
-            sd = _mapping(ctx, st, fld)
-            _no_unknown(ctx, sd, STAGE_KNOBS, fld)
+            sd = mapping_field(ctx, st, fld)
+            no_unknown(ctx, sd, STAGE_KNOBS, fld)
             for req in ("out", "depth"):
                 if req not in sd:
                     raise ctx.err(f"{fld}.{req}", "is required")
@@ -397,7 +324,7 @@ _BLOCK_RULES = {
 }
 
 
-def _check_block_knob(ctx: _Ctx, k: str, v: Knob, fld: str) -> None:
+def _check_block_knob(ctx: Ctx, k: str, v: Knob, fld: str) -> None:
     lo, hi, typ = _BLOCK_RULES[k]
     for value in (v.bounds() if isinstance(v, Dist) else [v]):
         if typ is int and (not isinstance(value, int) or isinstance(value, bool)):
@@ -410,15 +337,15 @@ def _check_block_knob(ctx: _Ctx, k: str, v: Knob, fld: str) -> None:
             raise ctx.err(fld, f"value {value!r}: must be 1 or 2")
 
 
-def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
-    d = _mapping(ctx, raw, "evaluation")
+def _parse_evaluation(ctx: Ctx, raw: Any) -> Evaluation:
+    d = mapping_field(ctx, raw, "evaluation")
     known = {f.name for f in dataclasses.fields(Evaluation)}
-    _no_unknown(ctx, d, known, "evaluation")
+    no_unknown(ctx, d, known, "evaluation")
     e = Evaluation()
     f = "evaluation."
     kw: dict[str, Any] = {}
     if "dataset" in d:
-        kw["dataset"] = _choice(ctx, d["dataset"], f + "dataset", DATASETS)
+        kw["dataset"] = choice_field(ctx, d["dataset"], f + "dataset", DATASETS)
     if "data_root" in d:
         if d["data_root"] is not None and not isinstance(d["data_root"], str):
             raise ctx.err(f + "data_root", "must be a path string")
@@ -428,37 +355,37 @@ def _parse_evaluation(ctx: _Ctx, raw: Any) -> Evaluation:
             "bn_recalibration": (0, 10000)}
     for k, (lo, hi) in ints.items():
         if k in d:
-            kw[k] = _int(ctx, d[k], f + k, lo, hi)
+            kw[k] = int_field(ctx, d[k], f + k, lo, hi)
     if kw.get("channels", e.channels) != 3:
         raise ctx.err(f + "channels", "must be 3: the models take RGB input (grey images are replicated)")
     if "train_size" in d:
-        kw["train_size"] = _int(ctx, d["train_size"], f + "train_size", 10, 10**8, optional=True)
+        kw["train_size"] = int_field(ctx, d["train_size"], f + "train_size", 10, 10**8, optional=True)
     if "threads" in d:
-        kw["threads"] = _int(ctx, d["threads"], f + "threads", 1, 1024, optional=True)
+        kw["threads"] = int_field(ctx, d["threads"], f + "threads", 1, 1024, optional=True)
     floats = {"lr": (1e-7, 1e6), "min_lr": (0.0, 10.0), "warmup_epochs": (0.0, 1000.0),
               "weight_decay": (0.0, 10.0), "label_smoothing": (0.0, 0.99)}
     for k, (lo, hi) in floats.items():
         if k in d:
-            kw[k] = _float(ctx, d[k], f + k, lo, hi)
+            kw[k] = float_field(ctx, d[k], f + k, lo, hi)
     if "augment" in d:
-        kw["augment"] = _bool(ctx, d["augment"], f + "augment")
+        kw["augment"] = bool_field(ctx, d["augment"], f + "augment")
     if "device" in d:
         dev = d["device"]
         if not isinstance(dev, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", dev):
             raise ctx.err(f + "device", f"must be cpu, cuda, cuda:N, mps or auto, got {dev!r}")
         kw["device"] = dev
     if "precision" in d:
-        kw["precision"] = _choice(ctx, d["precision"], f + "precision", PRECISIONS)
+        kw["precision"] = choice_field(ctx, d["precision"], f + "precision", PRECISIONS)
     if "compile" in d:
-        kw["compile"] = _bool(ctx, d["compile"], f + "compile")
+        kw["compile"] = bool_field(ctx, d["compile"], f + "compile")
     if "cuda_graphs" in d:
-        kw["cuda_graphs"] = _bool(ctx, d["cuda_graphs"], f + "cuda_graphs")
+        kw["cuda_graphs"] = bool_field(ctx, d["cuda_graphs"], f + "cuda_graphs")
     e = dataclasses.replace(e, **kw)
     _check_sizes(ctx, e)
     return e
 
 
-def _check_sizes(ctx: _Ctx, e: Evaluation) -> None:
+def _check_sizes(ctx: Ctx, e: Evaluation) -> None:
     """Subsets must fit in the training split, and one full batch in the training subset.
 
     The split sizes of the fixed data sets are known here; an image folder's is checked when it is read.
@@ -478,38 +405,38 @@ def _check_sizes(ctx: _Ctx, e: Evaluation) -> None:
                       f"({split}, minus val_size {e.val_size}): no step would train; lower batch_size")
 
 
-def _parse_search(ctx: _Ctx, raw: Any) -> Search:
-    d = _mapping(ctx, raw, "search")
-    _no_unknown(ctx, d, {f.name for f in dataclasses.fields(Search)}, "search")
+def _parse_search(ctx: Ctx, raw: Any) -> Search:
+    d = mapping_field(ctx, raw, "search")
+    no_unknown(ctx, d, {f.name for f in dataclasses.fields(Search)}, "search")
     kw: dict[str, Any] = {}
     if "engine" in d:
-        kw["engine"] = _choice(ctx, d["engine"], "search.engine", ENGINES)
+        kw["engine"] = choice_field(ctx, d["engine"], "search.engine", ENGINES)
     if "sampler" in d:
-        kw["sampler"] = _choice(ctx, d["sampler"], "search.sampler", SAMPLERS)
+        kw["sampler"] = choice_field(ctx, d["sampler"], "search.sampler", SAMPLERS)
     if "trials" in d:
-        kw["trials"] = _int(ctx, d["trials"], "search.trials", 1, MAX_TRIALS)
+        kw["trials"] = int_field(ctx, d["trials"], "search.trials", 1, MAX_TRIALS)
     if "seed" in d:
-        kw["seed"] = _int(ctx, d["seed"], "search.seed", 0, 2**31 - 1)
+        kw["seed"] = int_field(ctx, d["seed"], "search.seed", 0, 2**31 - 1)
     limits = {"max_resample": (1, 10000), "max_failures": (1, 10000), "startup_trials": (0, 10000),
               "population_size": (2, 10000)}
     for k, (lo, hi) in limits.items():
         if k in d:
-            kw[k] = _int(ctx, d[k], f"search.{k}", lo, hi)
+            kw[k] = int_field(ctx, d[k], f"search.{k}", lo, hi)
     if "address" in d:
         a = d["address"]
         if a is not None and (not isinstance(a, str) or not re.fullmatch(r"auto|local|(ray://)?[\w.-]+:\d+", a)):
             raise ctx.err("search.address", "must be auto, local, host:port or ray://host:port")
         kw["address"] = a
     if "cpus_per_trial" in d:
-        kw["cpus_per_trial"] = _float(ctx, d["cpus_per_trial"], "search.cpus_per_trial", 0.01, 1024)
+        kw["cpus_per_trial"] = float_field(ctx, d["cpus_per_trial"], "search.cpus_per_trial", 0.01, 1024)
     if "gpus_per_trial" in d:
-        kw["gpus_per_trial"] = _float(ctx, d["gpus_per_trial"], "search.gpus_per_trial", 0.0, 64)
+        kw["gpus_per_trial"] = float_field(ctx, d["gpus_per_trial"], "search.gpus_per_trial", 0.0, 64)
     if "max_concurrent" in d:
-        kw["max_concurrent"] = _int(ctx, d["max_concurrent"], "search.max_concurrent", 1, 100000, optional=True)
+        kw["max_concurrent"] = int_field(ctx, d["max_concurrent"], "search.max_concurrent", 1, 100000, optional=True)
     if "asha" in d:
-        kw["asha"] = _bool(ctx, d["asha"], "search.asha")
+        kw["asha"] = bool_field(ctx, d["asha"], "search.asha")
     if "workers" in d:
-        kw["workers"] = _int(ctx, d["workers"], "search.workers", 1, 256)
+        kw["workers"] = int_field(ctx, d["workers"], "search.workers", 1, 256)
     if "reference_models" in d:
         r = d["reference_models"]
         if isinstance(r, bool):
@@ -524,7 +451,7 @@ def _parse_search(ctx: _Ctx, raw: Any) -> Search:
     return Search(**kw)
 
 
-def _parse_objectives(ctx: _Ctx, raw: Any) -> tuple[tuple[str, str], ...]:
+def _parse_objectives(ctx: Ctx, raw: Any) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return (("accuracy", "maximize"), ("macs", "minimize"))
     if not isinstance(raw, list) or not raw:
@@ -537,7 +464,7 @@ def _parse_objectives(ctx: _Ctx, raw: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(o, dict) or len(o) != 1:
             raise ctx.err(fld, "must be a one-key mapping {metric: maximize|minimize}")
         (name, direction), = o.items()
-        _choice(ctx, name, fld, tuple(OBJECTIVES))
+        choice_field(ctx, name, fld, tuple(OBJECTIVES))
         if direction != OBJECTIVES[name]:
             raise ctx.err(fld, f"{name} can only be {OBJECTIVES[name]}d")
         out.append((name, direction))
@@ -553,9 +480,9 @@ def _parse_objectives(ctx: _Ctx, raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _parse_latency(ctx: _Ctx, raw: Any) -> LatencySettings:
-    d = _mapping(ctx, raw, "latency")
-    _no_unknown(ctx, d, {f.name for f in dataclasses.fields(LatencySettings)}, "latency")
+def _parse_latency(ctx: Ctx, raw: Any) -> LatencySettings:
+    d = mapping_field(ctx, raw, "latency")
+    no_unknown(ctx, d, {f.name for f in dataclasses.fields(LatencySettings)}, "latency")
     kw: dict[str, Any] = {}
     if "device" in d:
         dev = d["device"]
@@ -563,40 +490,40 @@ def _parse_latency(ctx: _Ctx, raw: Any) -> LatencySettings:
             raise ctx.err("latency.device", f"must be cpu, cuda, cuda:N or auto, got {dev!r}")
         kw["device"] = dev
     if "threads" in d:
-        kw["threads"] = _int(ctx, d["threads"], "latency.threads", 1, 1024, optional=True)
+        kw["threads"] = int_field(ctx, d["threads"], "latency.threads", 1, 1024, optional=True)
     if "runtime" in d:
-        kw["runtime"] = _choice(ctx, d["runtime"], "latency.runtime", RUNTIMES)
+        kw["runtime"] = choice_field(ctx, d["runtime"], "latency.runtime", RUNTIMES)
     for k, (lo, hi) in {"input_size": (8, 4096), "batch": (1, 4096), "warmup": (0, 10000),
                         "runs": (1, 100000)}.items():
         if k in d:
-            kw[k] = _int(ctx, d[k], f"latency.{k}", lo, hi)
+            kw[k] = int_field(ctx, d[k], f"latency.{k}", lo, hi)
     return LatencySettings(**kw)
 
 
-def _parse_prescreen(ctx: _Ctx, raw: Any) -> Prescreen | None:
+def _parse_prescreen(ctx: Ctx, raw: Any) -> Prescreen | None:
     if raw is None or raw is False:
         return None
-    d = _mapping(ctx, raw, "prescreen")
-    _no_unknown(ctx, d, {"proxy", "candidates", "batch_size"}, "prescreen")
+    d = mapping_field(ctx, raw, "prescreen")
+    no_unknown(ctx, d, {"proxy", "candidates", "batch_size"}, "prescreen")
     if "proxy" not in d:
         raise ctx.err("prescreen.proxy", "is required: one of " + ", ".join((*ZERO_COST, "params", "macs")))
-    proxy = _choice(ctx, d["proxy"], "prescreen.proxy", (*ZERO_COST, "params", "macs"))
-    cands = _int(ctx, d.get("candidates", 8), "prescreen.candidates", 1, 10000)
-    bs = _int(ctx, d.get("batch_size", 64), "prescreen.batch_size", 2, 4096)
+    proxy = choice_field(ctx, d["proxy"], "prescreen.proxy", (*ZERO_COST, "params", "macs"))
+    cands = int_field(ctx, d.get("candidates", 8), "prescreen.candidates", 1, 10000)
+    bs = int_field(ctx, d.get("batch_size", 64), "prescreen.batch_size", 2, 4096)
     return Prescreen(proxy, cands, bs)
 
 
-def _parse_budget(ctx: _Ctx, raw: Any) -> Budget:
-    d = _mapping(ctx, raw, "budget")
-    _no_unknown(ctx, d, {"macs", "params", "input_size", "latency_ms"}, "budget")
-    macs = _int(ctx, d.get("macs"), "budget.macs", 1, 10**13, optional=True)
-    params = _int(ctx, d.get("params"), "budget.params", 1, 10**11, optional=True)
-    size = _int(ctx, d.get("input_size", 224), "budget.input_size", 8, 4096)
-    lat = None if d.get("latency_ms") is None else _float(ctx, d["latency_ms"], "budget.latency_ms", 1e-3, 1e7)
+def _parse_budget(ctx: Ctx, raw: Any) -> Budget:
+    d = mapping_field(ctx, raw, "budget")
+    no_unknown(ctx, d, {"macs", "params", "input_size", "latency_ms"}, "budget")
+    macs = int_field(ctx, d.get("macs"), "budget.macs", 1, 10**13, optional=True)
+    params = int_field(ctx, d.get("params"), "budget.params", 1, 10**11, optional=True)
+    size = int_field(ctx, d.get("input_size", 224), "budget.input_size", 8, 4096)
+    lat = None if d.get("latency_ms") is None else float_field(ctx, d["latency_ms"], "budget.latency_ms", 1e-3, 1e7)
     return Budget(macs, params, size, lat)
 
 
-def _parse_storage(ctx: _Ctx, raw: Any) -> str | None:
+def _parse_storage(ctx: Ctx, raw: Any) -> str | None:
     if raw is None or raw == "default":
         return None
     if not isinstance(raw, str) or not raw.strip():
@@ -608,7 +535,7 @@ def _parse_storage(ctx: _Ctx, raw: Any) -> str | None:
     return raw
 
 
-def parse_name(ctx: _Ctx, data: dict, path: str | Path) -> str:
+def parse_name(ctx: Ctx, data: dict, path: str | Path) -> str:
     """The ``name`` field (default: the file's stem); it names a run directory."""
     name = data.get("name", Path(path).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
@@ -616,7 +543,7 @@ def parse_name(ctx: _Ctx, data: dict, path: str | Path) -> str:
     return name
 
 
-def parse_base(ctx: _Ctx, data: dict) -> str:
+def parse_base(ctx: Ctx, data: dict) -> str:
     """The ``base`` preset (default mobile_former_294m)."""
     base = data.get("base", "mobile_former_294m")
     if base not in list_models():
@@ -625,12 +552,12 @@ def parse_base(ctx: _Ctx, data: dict) -> str:
 
 
 def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space:
-    ctx = _Ctx(path, lines)
+    ctx = Ctx(path, lines)
     if not isinstance(data, dict):
-        raise ctx.err("file", f"a space file must be a mapping at the top level, got {_type_name(data)}")
+        raise ctx.err("file", f"a space file must be a mapping at the top level, got {type_name(data)}")
     top = ("name", "description", "base", "space", "budget", "objectives", "evaluation", "search", "storage",
            "latency", "prescreen")
-    _no_unknown(ctx, data, top, "")
+    no_unknown(ctx, data, top, "")
     name = parse_name(ctx, data, path)
     desc = data.get("description", "")
     if not isinstance(desc, str):

@@ -1,21 +1,22 @@
-"""Safe YAML loading that remembers where every key stands, for ``file:line: field: rule`` errors."""
+"""The project's YAML files and their fields: where every key stands, and one checked reader per kind of value.
+
+:func:`load_yaml` is ``yaml.safe_load`` plus the line of every dotted field (repeated keys, alias
+bombs, unsafe tags and special files refused). :class:`Ctx` and the ``*_field`` readers check a
+value and raise :class:`~mfsearch.errors.InputError` reading ``file:line: field: rule`` (space
+files, experiment files, evaluation and latency sections all use them).
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
+import decimal
+import math
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
+from ._utils import read_text
 from .errors import InputError
-
-MAX_FILE_BYTES = 1 << 20
-
-__all__ = ["InputError", "line_of", "load_yaml", "located"]
-
 
 MAX_NODES = 100_000
 
@@ -76,57 +77,6 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], ancestors: set[int]
         ancestors.discard(id(node))
 
 
-def open_regular_file(path: str | Path, what: str = "file") -> IO[bytes]:
-    """Open ``path`` for reading in binary, or raise one :class:`InputError` saying what it is instead.
-
-    A directory, a FIFO, a socket or a device is refused without blocking (a FIFO is opened
-    non-blocking and checked before anything is read); a missing or unreadable file is named.
-    """
-    p = Path(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such {what}") from None
-    except PermissionError:
-        raise InputError(f"{p}: {what} cannot be read (permission denied); check its permissions and those "
-                         "of its folders") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory; give the path of a {what}") from None
-    except OSError as e:
-        if e.errno == errno.ENOTDIR:
-            raise InputError(f"{p}: no such {what} (a part of the path is not a folder)") from None
-        raise InputError(f"{p}: {what} cannot be read ({e.strerror or e})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise InputError(f"{p}: is a directory; give the path of a {what}")
-        if not stat.S_ISREG(mode):
-            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-            raise InputError(f"{p}: is not a regular file ({kind}); give the path of a {what}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES, what: str = "file") -> str:
-    """The UTF-8 text of a regular file of at most ``max_bytes``; anything else is one :class:`InputError`."""
-    p = Path(path)
-    with open_regular_file(p, what) as f:
-        try:
-            raw = f.read(max_bytes + 1)
-        except OSError as e:
-            raise InputError(f"{p}: {what} cannot be read ({e.strerror or e})") from None
-    if len(raw) > max_bytes:
-        raise InputError(f"{p}: file is larger than {max_bytes} bytes; is it really a config?")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not UTF-8 text") from None
-
-
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """``(data, lines)`` of YAML ``text``; errors are one :class:`InputError` starting with ``source``."""
     try:
@@ -175,3 +125,86 @@ def located(path: str | Path, lines: dict[str, int], field: str, rule: str) -> I
     line = line_of(lines, field)
     where = f"{path}:{line}" if line else str(path)
     return InputError(f"{where}: {field}: {rule}")
+
+
+class Ctx:
+    def __init__(self, path: str | Path, lines: dict[str, int]) -> None:
+        self.path, self.lines = path, lines
+
+    def err(self, fld: str, rule: str) -> InputError:
+        return located(self.path, self.lines, fld, rule)
+
+
+def type_name(v: Any) -> str:
+    return "a list" if isinstance(v, list) else "a mapping" if isinstance(v, dict) else type(v).__name__
+
+
+def mapping_field(ctx: Ctx, v: Any, fld: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ctx.err(fld, f"must be a mapping, got {type_name(v)}")
+    return v
+
+
+def no_unknown(ctx: Ctx, d: dict, known: tuple | set, fld: str) -> None:
+    for k in d:
+        if k not in known:
+            prefix = f"{fld}." if fld else ""
+            raise ctx.err(f"{prefix}{k}", f"unknown key; known keys are {', '.join(sorted(known))}")
+
+
+def int_field(ctx: Ctx, v: Any, fld: str, lo: int, hi: int, optional: bool = False) -> int | None:
+    """An integer field. Numbers written with an exponent count when they are whole: YAML 1.1 reads
+    ``8.5e6`` as text (it wants ``8.5e+6``, a float), so both, and ``1e6``, mean the integer."""
+    if v is None and optional:
+        return None
+    raw = v
+    if isinstance(v, str):
+        try:
+            d = decimal.Decimal(v.strip())
+        except decimal.InvalidOperation:
+            raise ctx.err(fld, f"must be an integer, got {raw!r}") from None
+        if d.is_finite() and d.adjusted() > 18:  # far out of any range; int() of 1e999999999 would take ages
+            raise ctx.err(fld, f"must be in [{lo}, {hi}], got {raw!r}")
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ctx.err(fld, f"must be an integer, got {raw!r}")
+        v = int(d)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ctx.err(fld, f"must be an integer, got {raw!r}")
+    if not lo <= v <= hi:
+        raise ctx.err(fld, f"must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def float_field(ctx: Ctx, v: Any, fld: str, lo: float, hi: float) -> float:
+    """A real-valued field; text that reads as a finite number counts (``1e-3`` is text in YAML 1.1)."""
+    raw = v
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ctx.err(fld, f"must be a number, got {raw!r}") from None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise ctx.err(fld, f"must be a number, got {raw!r}")
+    if not lo <= v <= hi:
+        raise ctx.err(fld, f"must be in [{lo:g}, {hi:g}], got {v:g}")
+    return float(v)
+
+
+def bool_field(ctx: Ctx, v: Any, fld: str) -> bool:
+    if not isinstance(v, bool):
+        raise ctx.err(fld, f"must be true or false, got {v!r}")
+    return v
+
+
+def choice_field(ctx: Ctx, v: Any, fld: str, choices: tuple) -> str:
+    if v not in choices:
+        raise ctx.err(fld, f"unknown value {v!r}; choose one of {', '.join(choices)}")
+    return v
+
+
+def scalar_ok(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))

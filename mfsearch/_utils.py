@@ -1,0 +1,71 @@
+"""Small process-level helpers: environment switches and reading a user's file safely."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import IO
+
+from .errors import InputError
+
+MAX_FILE_BYTES = 1 << 20  # a config or space file larger than this is refused
+
+OFF = ("0", "false", "no", "off")
+
+
+def switched_on(name: str) -> bool:
+    """Whether the switch ``name`` is on: unset, or set to anything but 0 / false / no / off."""
+    return os.environ.get(name, "1").strip().lower() not in OFF
+
+
+def open_regular_file(path: str | Path, what: str = "file") -> IO[bytes]:
+    """Open ``path`` for reading in binary, or raise one :class:`InputError` saying what it is instead.
+
+    A directory, a FIFO, a socket or a device is refused without blocking (a FIFO is opened
+    non-blocking and checked before anything is read); a missing or unreadable file is named.
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such {what}") from None
+    except PermissionError:
+        raise InputError(f"{p}: {what} cannot be read (permission denied); check its permissions and those "
+                         "of its folders") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory; give the path of a {what}") from None
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            raise InputError(f"{p}: no such {what} (a part of the path is not a folder)") from None
+        raise InputError(f"{p}: {what} cannot be read ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{p}: is a directory; give the path of a {what}")
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+            raise InputError(f"{p}: is not a regular file ({kind}); give the path of a {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES, what: str = "file") -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``; anything else is one :class:`InputError`."""
+    p = Path(path)
+    with open_regular_file(p, what) as f:
+        try:
+            raw = f.read(max_bytes + 1)
+        except OSError as e:
+            raise InputError(f"{p}: {what} cannot be read ({e.strerror or e})") from None
+    if len(raw) > max_bytes:
+        raise InputError(f"{p}: file is larger than {max_bytes} bytes; is it really a config?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not UTF-8 text") from None
