@@ -14,6 +14,14 @@ from typing import Any
 from ..errors import InputError, RunError
 
 
+def _quiet_optuna() -> None:
+    """The command line shows its own trial lines: Optuna's per-trial INFO lines are left out (the
+    library never changes the level; the commands, as the application, do)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _space_from_args(args: argparse.Namespace) -> Any:
     from ..space import load_space
 
@@ -48,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..store import StudyRef, default_storage_url, runs_dir
     from .optuna_engine import OptunaSearch
 
+    _quiet_optuna()
     space = _space_from_args(args)
     run_dir = writable_dir(runs_dir(args.runs_dir) / space.name, "run directory")
     url = args.storage or space.storage or default_storage_url(run_dir)
@@ -104,6 +113,7 @@ def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: i
 
         from .optuna_engine import OptunaSearch
 
+        _quiet_optuna()
         torch.set_num_threads(threads)
         OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
                      sink=lambda line, count: lines.put(("line", line, count)), allow_change=allow_change
@@ -314,6 +324,7 @@ def study_ref(target: str | Path, storage: str | None = None, runs: str | Path |
 
 
 def _ref_from_args(args: argparse.Namespace) -> Any:
+    _quiet_optuna()
     return study_ref(args.study, args.storage, args.runs_dir)
 
 
