@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import sys
 import time
 import warnings
@@ -33,12 +32,13 @@ from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
 from ..space.definition import definition, first_difference
-from ..space.sample import knob_dists
-from ..space.spec import ZERO_COST, Dist
+from ..space.repair import repair
+from ..space.spec import ZERO_COST
 from ..store import Retrying, StorageError, StudyRef, open_storage, redact, trial_constraints, write_run_info
 from ..store.claim import claim_lock
 from ..store.liveness import HEARTBEAT_S, STALE_S, Heartbeat, fail_stale_trials, last_sign_of_life
 from .objective import OverBudget, base_record, evaluate, objective_values, zero_cost_record
+from .samplers import make_sampler
 
 Log = Callable[[str], None]
 
@@ -70,17 +70,6 @@ class SearchSummary:
     failed: int
     references: int
     wall_s: float
-
-
-def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
-    s = space.search
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials)
-    if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
-    return optuna.samplers.BruteForceSampler(seed=seed)
 
 
 def study_attrs(space: Space) -> dict[str, Any]:
@@ -239,50 +228,6 @@ def evaluated(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None
     return out
 
 
-def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Lower knobs greedily (largest MAC saving first) until the config fits; bounded steps."""
-    dists = knob_dists(space)
-    cur = dict(params)
-
-    def cost(p: dict[str, Any]) -> float:
-        try:
-            cfg = sample_config(space, lambda n, d: p.get(n, d.bounds()[0]))
-        except ConfigError:
-            return math.inf
-        fits, c = within_budget(cfg, space.budget)
-        return -1.0 if fits else c["macs"] / (space.budget.macs or 1) + c["params"] / (space.budget.params or 1e18)
-
-    c0 = cost(cur)
-    for _ in range(len(dists) + 1):
-        if c0 < 0:
-            return cur
-        best = None
-        for name, d in dists.items():
-            low = _lower(d, cur.get(name))
-            if low is None:
-                continue
-            trial = {**cur, name: low}
-            c = cost(trial)
-            if best is None or c < best[0]:
-                best = (c, trial)
-        if best is None or best[0] >= c0:
-            return None
-        c0, cur = best
-    return cur if c0 < 0 else None
-
-
-def _lower(d: Dist, v: Any) -> Any:
-    """The knob's smallest value (cheapest for widths, depths, expansions, token counts)."""
-    if d.kind == "choice":
-        nums = [x for x in d.values if isinstance(x, (int, float)) and not isinstance(x, bool)]
-        if not nums or v not in nums:
-            return None
-        low = min(nums)
-        return low if low != v else None
-    low = d.low if d.kind == "float" else int(d.low)
-    return low if v is not None and low < v else None
-
-
 class OptunaSearch:
     """Runs one study until ``search.trials`` distinct architectures are trained (continuing where it stopped).
 
@@ -421,7 +366,7 @@ class OptunaSearch:
         fail_stale_trials(probe)
         # a resumed run does not replay old samples, and workers started together differ
         seed = space.search.seed + len(probe.trials) + 100_003 * self.worker
-        study = open_study(space, self.ref, sampler=make_sampler(space, seed))
+        study = open_study(space, self.ref, sampler=make_sampler(space.search, seed))
         if space.needs_latency:
             from ..latency import device_description
 

@@ -146,8 +146,3 @@ def knob_dists(space: Space) -> dict[str, Dist]:
     for i, st in enumerate(space.stages or ()):
         out.update({f"stages.{i}.{k}": v for k, v in st.items() if isinstance(v, Dist)})
     return out
-
-
-def knob_names(space: Space) -> list[str]:
-    """Names of the parameters a sampler sees, in file order."""
-    return list(knob_dists(space))

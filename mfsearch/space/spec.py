@@ -30,6 +30,8 @@ from ..fields import (
 )
 from ..latency import LatencySettings
 from ..models import ConfigError, MobileFormerConfig, get_config, list_models
+from ..search.engines import ENGINES
+from ..search.samplers import SAMPLERS
 
 # ----------------------------------------------------------------------------- knobs
 
@@ -47,8 +49,6 @@ OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", 
               **{z: "maximize" for z in ZERO_COST}}
 RECORD_KEY = {"latency": "latency_ms"}
 RUNTIMES = ("auto", "jit", "eager", "compile")
-SAMPLERS = ("random", "tpe", "nsga2", "grid", "bruteforce")
-ENGINES = ("optuna", "ray")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 MAX_TRIALS = 100_000
 
@@ -410,9 +410,9 @@ def _parse_search(ctx: Ctx, raw: Any) -> Search:
     no_unknown(ctx, d, {f.name for f in dataclasses.fields(Search)}, "search")
     kw: dict[str, Any] = {}
     if "engine" in d:
-        kw["engine"] = choice_field(ctx, d["engine"], "search.engine", ENGINES)
+        kw["engine"] = choice_field(ctx, d["engine"], "search.engine", tuple(ENGINES))
     if "sampler" in d:
-        kw["sampler"] = choice_field(ctx, d["sampler"], "search.sampler", SAMPLERS)
+        kw["sampler"] = choice_field(ctx, d["sampler"], "search.sampler", tuple(SAMPLERS))
     if "trials" in d:
         kw["trials"] = int_field(ctx, d["trials"], "search.trials", 1, MAX_TRIALS)
     if "seed" in d:
