@@ -65,11 +65,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def proxy_data(ev: Evaluation) -> ProxyData:
-    """Loaders for ``ev`` (cached: every trial of a study trains on the same tensors)."""
+def proxy_data(ev: Evaluation, only: bool = False) -> ProxyData:
+    """Loaders for ``ev`` (cached: every trial of a study trains on the same tensors).
+
+    ``only``: drop the other settings' cached tensors first (a process that goes through many
+    settings and seeds, like a proxy sweep, would otherwise keep all of them).
+    """
     device = resolve_device(ev.device)
     key = (ev.dataset, ev.data_root, ev.image_size, ev.channels, ev.train_size, ev.val_size, ev.batch_size,
            ev.eval_batch_size, ev.seed, ev.augment, str(device))
+    if only:
+        for k in [k for k in _DATA_CACHE if k != key]:
+            del _DATA_CACHE[k]
     if key not in _DATA_CACHE:
         ds = load_dataset(ev.dataset, ev.data_root, "train", **({"image_size": ev.image_size}
                                                                  if ev.dataset == "imagefolder" else {}))
