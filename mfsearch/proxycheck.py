@@ -54,18 +54,37 @@ def _interval(samples: list[float]) -> list[float]:
     return [round(float(np.percentile(s, 2.5)), 4), round(float(np.percentile(s, 97.5)), 4)]
 
 
+def rank_correlations_rows(x: np.ndarray, y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_correlations` of every row of ``x`` (reps, n) with ``y``, vectorised (bootstrap draws)."""
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = x.shape[1]
+    if n < 3 or np.ptp(y) == 0:
+        nan = np.full(len(x), np.nan)
+        return nan, nan.copy()
+    rx, ry = rankdata(x, axis=1), rankdata(y)  # average ranks of ties, as spearmanr
+    dx, dy = rx - rx.mean(1, keepdims=True), ry - ry.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sp = (dx * dy).sum(1) / np.sqrt((dx**2).sum(1) * (dy**2).sum())
+        i, j = np.triu_indices(n, 1)
+        sx, sy = np.sign(x[:, i] - x[:, j]), np.sign(y[i] - y[j])
+        pairs = len(i)
+        kt = (sx * sy).sum(1) / np.sqrt(pairs - (sx == 0).sum(1)) / np.sqrt(pairs - (sy == 0).sum())  # tau-b
+    const = np.ptp(x, axis=1) == 0
+    sp[const], kt[const] = np.nan, np.nan
+    return np.clip(sp, -1, 1), np.clip(kt, -1, 1)
+
+
 def seed_bootstrap(acc: dict[str, list[float]], truth: dict[str, float], reps: int = BOOTSTRAP,
                    seed: int = 0) -> dict[str, list[float]]:
     """95% intervals of Spearman / Kendall when each model's seeds are resampled with replacement."""
     rng = np.random.default_rng(seed)
     names = list(acc)
-    sp, kt = [], []
-    for _ in range(reps):
-        means = [float(np.mean(rng.choice(acc[n], size=len(acc[n]), replace=True))) for n in names]
-        s, k = rank_correlations(means, [truth[n] for n in names])
-        sp.append(s)
-        kt.append(k)
-    return {"spearman": _interval(sp), "kendall": _interval(kt)}
+    means = np.array([[float(np.mean(rng.choice(acc[n], size=len(acc[n]), replace=True))) for n in names]
+                      for _ in range(reps)])
+    sp, kt = rank_correlations_rows(means, [truth[n] for n in names])
+    return {"spearman": _interval(list(sp)), "kendall": _interval(list(kt))}
 
 
 def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP,

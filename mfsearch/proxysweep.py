@@ -275,7 +275,7 @@ def estimate_costs(sweep: Sweep, log: Callable[[str], None], steps: int = 3, war
             cpu = (ev.epochs * steps_per_epoch * p["step_s"] + ev.bn_recalibration * p["recal_batch_s"]
                    + math.ceil(ev.val_size / ev.eval_batch_size) * p["val_batch_s"] + data_s[s.name])
             per_model[m] = round(cpu / 60, 3)
-        out["settings"][s.name] = {"per_seed_minutes": round(sum(per_model.values()), 2), "per_model": per_model,
+        out["settings"][s.name] = {"per_seed_minutes": round(sum(per_model.values()), 3), "per_model": per_model,
                                    "data_s": round(data_s[s.name], 2)}
     out["per_seed_total"] = round(sum(v["per_seed_minutes"] for v in out["settings"].values()), 1)
     out["total"] = round(out["per_seed_total"] * len(sweep.seeds), 1)
