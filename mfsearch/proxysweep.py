@@ -253,11 +253,15 @@ def estimate_costs(sweep: Sweep, log: Callable[[str], None], steps: int = 3, war
     from concurrent.futures import ProcessPoolExecutor
 
     probes: dict[tuple, dict[str, float]] = {}
+    data_probes: dict[tuple, float] = {}
     data_s: dict[str, float] = {}
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        for s in sweep.settings:
+        for s in sweep.settings:  # a thread / determinism variant shares its sibling's timing
             ev = dataclasses.replace(s.evaluation, threads=1, deterministic=False)
-            data_s[s.name] = pool.submit(_data_probe_job, dataclasses.asdict(ev)).result()
+            dkey = (ev.dataset, ev.image_size, ev.train_size, ev.val_size, ev.augment)
+            if dkey not in data_probes:
+                data_probes[dkey] = pool.submit(_data_probe_job, dataclasses.asdict(ev)).result()
+            data_s[s.name] = data_probes[dkey]
             for m in sweep.models:
                 key = (m, ev.image_size, ev.batch_size, ev.eval_batch_size)
                 if key not in probes:
@@ -291,11 +295,12 @@ def _estimates(out: Path) -> dict[str, Any] | None:
 
 
 def run_order(sweep: Sweep, est: dict[str, Any] | None = None) -> list[Setting]:
-    """Cheapest first: by the estimate where there is one, else by :func:`relative_cost` (ties: file order)."""
-    def cost(s: Setting) -> float:
+    """Cheapest first: by the estimate where there is one, else by :func:`relative_cost`; at equal cost the
+    thread / determinism variants after the plain settings, then file order."""
+    def cost(s: Setting) -> tuple[float, bool]:
         if est and s.name in est.get("settings", {}):
-            return est["settings"][s.name]["per_seed_minutes"]
-        return relative_cost(s.evaluation) / 1e4
+            return est["settings"][s.name]["per_seed_minutes"], s.is_variant
+        return relative_cost(s.evaluation) / 1e4, s.is_variant  # a variant after its sibling
     return sorted(sweep.settings, key=cost)
 
 
