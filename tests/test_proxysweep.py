@@ -98,12 +98,15 @@ def test_sweep_file_errors_name_file_line_and_field(tmp_path):
 
 
 def test_run_order_is_seed_major_cheapest_first(tmp_path):
-    sweep = load_sweep(sweep_file(tmp_path, {"big": {"image_size": 32}, "base": {}, "long": {"epochs": 3}},
-                                  seeds=[4, 5]), load_space(TINY))
+    settings = {"big": {"image_size": 32}, "base_det": {"deterministic": True}, "base": {}, "long": {"epochs": 3}}
+    sweep = load_sweep(sweep_file(tmp_path, settings, seeds=[4, 5]), load_space(TINY))
     jobs = sweep_jobs(sweep, workers=1, runs=tmp_path / "runs")
     order = [(rec["seed"], rec["setting"]) for _, _, rec, _ in jobs]
-    assert order == [(sd, s) for sd in (4, 5) for s in ("base", "long", "big") for _ in MODELS]
+    # seed-major; cheapest first; a variant right after its sibling
+    assert order == [(sd, s) for sd in (4, 5) for s in ("base", "base_det", "long", "big") for _ in MODELS]
     assert all(args[1]["seed"] == rec["seed"] for _, args, rec, _ in jobs)
+    folders = {rec["setting"]: path.parent.name for _, _, rec, path in jobs}  # one eval_id folder per setting
+    assert len(set(folders.values())) == 3 and folders["base"] == folders["base_det"]
 
 
 def test_records_of_variants_do_not_mix():
