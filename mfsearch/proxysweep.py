@@ -17,9 +17,9 @@ same settings, and a re-run resumes. ``threads`` and ``deterministic`` do not ch
 such a variant shares its sibling's folder, and its runs are told apart by the threads they
 ran with and the deterministic flag (:func:`mfsearch.proxycheck.record_matches`).
 
-Runs go seed-major across settings (every setting's first seed, cheapest setting first, then
-the next seed), so an interrupted sweep has whole seeds. The report
-(``runs/proxy-check/sweep-<name>/report.{md,json}``, ``sweep.png``) gives per setting the per-seed
+Runs go seed-major across settings (every setting's first seed, cheapest setting first and the
+thread / determinism variants last, then the next seed), so an interrupted sweep has whole seeds.
+The report (``runs/proxy-check/sweep-<name>/report.{md,json}``, ``sweep.png``) gives per setting the per-seed
 rank correlation with ImageNet top-1 (what one trained architecture's score is worth), the
 correlation of the seed means with its seed-bootstrap interval, each model's seed std and the
 CPU-minutes, and compares thread / determinism variants with their sibling run for run.
@@ -295,12 +295,16 @@ def _estimates(out: Path) -> dict[str, Any] | None:
 
 
 def run_order(sweep: Sweep, est: dict[str, Any] | None = None) -> list[Setting]:
-    """Cheapest first: by the estimate where there is one, else by :func:`relative_cost`; at equal cost the
-    thread / determinism variants after the plain settings, then file order."""
-    def cost(s: Setting) -> tuple[float, bool]:
+    """The plain settings cheapest first (by the estimate where there is one, else by :func:`relative_cost`;
+    ties in file order), then the thread / determinism variants, cheapest first.
+
+    The variants are checks, not candidates, and a run on more threads than its share of the cores
+    can be many times slower on a busy machine: they do not hold up the candidates of their seed.
+    """
+    def cost(s: Setting) -> tuple[bool, float]:
         if est and s.name in est.get("settings", {}):
-            return est["settings"][s.name]["per_seed_minutes"], s.is_variant
-        return relative_cost(s.evaluation) / 1e4, s.is_variant  # a variant after its sibling
+            return s.is_variant, est["settings"][s.name]["per_seed_minutes"]
+        return s.is_variant, relative_cost(s.evaluation) / 1e4
     return sorted(sweep.settings, key=cost)
 
 
@@ -308,7 +312,7 @@ def run_order(sweep: Sweep, est: dict[str, Any] | None = None) -> list[Setting]:
 
 
 def sweep_jobs(sweep: Sweep, workers: int, runs: str | Path | None = None) -> list[Job]:
-    """Every run not stored yet: seed-major across settings, cheapest setting first within a seed."""
+    """Every run not stored yet: seed-major across settings, in :func:`run_order` within a seed."""
     order = run_order(sweep, _estimates(sweep_dir(sweep, runs)))
     jobs: list[Job] = []
     for seed in sweep.seeds:
@@ -331,7 +335,7 @@ def run_sweep(sweep: Sweep, workers: int, log: Callable[[str], None], runs: str 
     jobs = sweep_jobs(sweep, workers, runs)
     if jobs:
         log(f"sweep {sweep.name}: {len(jobs)} (setting, model, seed) runs to train with {workers} worker(s), "
-            f"seed-major, cheapest setting first")
+            f"seed-major, cheapest setting first, thread / determinism variants last")
     _run_jobs(jobs, workers, log)
 
 
@@ -466,7 +470,7 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
              "architecture's score is worth). Of means: the correlation of the seed means, with its 95% interval "
              f"({summary['bootstrap']['reps']} draws resampling each model's seeds). Goals: per-seed Spearman mean "
              f">= {g['per_seed_spearman_mean']} and a lower interval end >= {g['interval_low']} over "
-             f"{g['seeds']} seeds. Only whole seeds (every model trained) count.", "",
+             f"{g['seeds']} seeds. Only whole seeds (every model trained) count; runs: all stored so far.", "",
              "| setting | overrides | seeds done | per-seed Spearman mean (min) | per-seed Kendall mean | "
              "Spearman of means [95%] | Kendall of means | seed std mean / max | CPU-min total | CPU-min / seed | "
              "est. CPU-min / seed | meets goals |",
@@ -476,7 +480,7 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
         sp = _f(r.get("spearman_of_means")) + (f" [{ci['spearman'][0]:.2f}, {ci['spearman'][1]:.2f}]" if ci else "")
         over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
         lines.append(
-            f"| {r['setting']} | {over} | {r['seeds_done']}/{r['seeds_planned']} | "
+            f"| {r['setting']} | {over} | {r['seeds_done']}/{r['seeds_planned']} ({r['runs_stored']} runs) | "
             f"{_f(r.get('per_seed_spearman_mean'))} ({_f(r.get('per_seed_spearman_min'))}) | "
             f"{_f(r.get('per_seed_kendall_mean'))} | {sp if r['seeds_done'] else '-'} | "
             f"{_f(r.get('kendall_of_means'))} | "

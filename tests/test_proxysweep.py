@@ -47,7 +47,7 @@ def test_sweep_reports_resumes_and_shares_runs_with_a_plain_check(tmp_path):
     assert (check["setting"], check["reference"]) == ("small_det", "small") and len(check["seeds"]) == 2
     assert all(0 <= c["max_abs_diff"] <= 100 for c in check["seeds"])
     text = (out / "sweep-smoke" / "report.md").read_text()
-    assert "| small | train_size=256, val_size=128 | 2/2 |" in text and "Thread / determinism check" in text
+    assert "| small | train_size=256, val_size=128 | 2/2 (6 runs) |" in text and "Thread / determinism check" in text
     assert (out / "sweep-smoke" / "sweep.png").stat().st_size > 5000
     # the deterministic variant shares its sibling's eval_id folder; its runs are told apart
     (folder,) = [p for p in out.iterdir() if p.name.startswith("tiny-")]
@@ -102,8 +102,8 @@ def test_run_order_is_seed_major_cheapest_first(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, settings, seeds=[4, 5]), load_space(TINY))
     jobs = sweep_jobs(sweep, workers=1, runs=tmp_path / "runs")
     order = [(rec["seed"], rec["setting"]) for _, _, rec, _ in jobs]
-    # seed-major; cheapest first; a variant right after its sibling
-    assert order == [(sd, s) for sd in (4, 5) for s in ("base", "base_det", "long", "big") for _ in MODELS]
+    # seed-major; cheapest first; the thread / determinism variants after the candidates of their seed
+    assert order == [(sd, s) for sd in (4, 5) for s in ("base", "long", "big", "base_det") for _ in MODELS]
     assert all(args[1]["seed"] == rec["seed"] for _, args, rec, _ in jobs)
     folders = {rec["setting"]: path.parent.name for _, _, rec, path in jobs}  # one eval_id folder per setting
     assert len(set(folders.values())) == 3 and folders["base"] == folders["base_det"]
