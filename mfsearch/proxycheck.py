@@ -54,18 +54,37 @@ def _interval(samples: list[float]) -> list[float]:
     return [round(float(np.percentile(s, 2.5)), 4), round(float(np.percentile(s, 97.5)), 4)]
 
 
+def rank_correlations_rows(x: np.ndarray, y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_correlations` of every row of ``x`` (reps, n) with ``y``, vectorised (bootstrap draws)."""
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = x.shape[1]
+    if n < 3 or np.ptp(y) == 0:
+        nan = np.full(len(x), np.nan)
+        return nan, nan.copy()
+    rx, ry = rankdata(x, axis=1), rankdata(y)  # average ranks of ties, as spearmanr
+    dx, dy = rx - rx.mean(1, keepdims=True), ry - ry.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sp = (dx * dy).sum(1) / np.sqrt((dx**2).sum(1) * (dy**2).sum())
+        i, j = np.triu_indices(n, 1)
+        sx, sy = np.sign(x[:, i] - x[:, j]), np.sign(y[i] - y[j])
+        pairs = len(i)
+        kt = (sx * sy).sum(1) / np.sqrt(pairs - (sx == 0).sum(1)) / np.sqrt(pairs - (sy == 0).sum())  # tau-b
+    const = np.ptp(x, axis=1) == 0
+    sp[const], kt[const] = np.nan, np.nan
+    return np.clip(sp, -1, 1), np.clip(kt, -1, 1)
+
+
 def seed_bootstrap(acc: dict[str, list[float]], truth: dict[str, float], reps: int = BOOTSTRAP,
                    seed: int = 0) -> dict[str, list[float]]:
     """95% intervals of Spearman / Kendall when each model's seeds are resampled with replacement."""
     rng = np.random.default_rng(seed)
     names = list(acc)
-    sp, kt = [], []
-    for _ in range(reps):
-        means = [float(np.mean(rng.choice(acc[n], size=len(acc[n]), replace=True))) for n in names]
-        s, k = rank_correlations(means, [truth[n] for n in names])
-        sp.append(s)
-        kt.append(k)
-    return {"spearman": _interval(sp), "kendall": _interval(kt)}
+    means = np.array([[float(np.mean(rng.choice(acc[n], size=len(acc[n]), replace=True))) for n in names]
+                      for _ in range(reps)])
+    sp, kt = rank_correlations_rows(means, [truth[n] for n in names])
+    return {"spearman": _interval(list(sp)), "kendall": _interval(list(kt))}
 
 
 def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP,
@@ -116,19 +135,40 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- jobs (run in worker processes)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _train_job(cfg_dict: dict, ev_dict: dict, threads: int | None) -> dict[str, Any]:
+    """Train once, validate once at the end; accuracy, wall and CPU seconds, the threads it ran on.
+
+    A run that cannot finish (diverged loss) is a result too: ``failed`` with the reason.
+    """
     import torch
 
-    from .evaluation.train import train_and_evaluate
+    from .evaluation.train import TrialFailed, proxy_data, train_and_evaluate
     from .space.spec import Evaluation
 
-    if threads:
-        torch.set_num_threads(threads)
-    ev = Evaluation(**ev_dict)
-    cfg = MobileFormerConfig.from_dict(cfg_dict)
-    t0 = time.perf_counter()
-    res = train_and_evaluate(cfg, ev)
-    return {"accuracy": res.accuracy, "train_s": round(res.train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        ev = Evaluation(**ev_dict)
+        cfg = MobileFormerConfig.from_dict(cfg_dict)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        try:
+            res = train_and_evaluate(cfg, ev, data=proxy_data(ev, only=True), evaluate_every_epoch=False)
+            out: dict[str, Any] = {"accuracy": res.accuracy, "train_s": round(res.train_s, 3)}
+        except TrialFailed as e:
+            out = {"accuracy": None, "failed": str(e)}
+        return {**out, "total_s": round(time.perf_counter() - t0, 3), "cpu_s": round(cpu_seconds() - c0, 3),
+                "threads": torch.get_num_threads()}
+    finally:
+        torch.set_num_threads(before)
 
 
 def _zero_cost_job(cfg_dict: dict, ev_dict: dict, batch_size: int, threads: int | None) -> dict[str, Any]:
@@ -150,32 +190,78 @@ def _zero_cost_job(cfg_dict: dict, ev_dict: dict, batch_size: int, threads: int 
     return out
 
 
-def _run_jobs(jobs: list[tuple[Callable, tuple, dict[str, Any]]], path: Path, workers: int,
-              log: Callable[[str], None]) -> None:
-    """Run ``(fn, args, record)`` jobs; append ``{**record, **fn(*args)}`` to ``path`` as each one ends."""
+Job = tuple[Callable, tuple, dict[str, Any], Path]  # (function, arguments, record fields, records file)
+
+
+class JobsFailed(RuntimeError):
+    """A worker process died (killed, out of memory): what finished is stored, a re-run redoes the rest."""
+
+
+def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None:
+    """Run ``(fn, args, record, path)`` jobs in order; append ``{**record, **fn(*args)}`` to ``path`` as each ends."""
     if not jobs:
         return
     if workers <= 1:
-        for fn, args, rec in jobs:
+        for fn, args, rec, path in jobs:
             out = {**rec, **fn(*args)}
             _append(path, out)
             log(_job_line(out))
         return
     import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(fn, *args): rec for fn, args, rec in jobs}
-        for fut in as_completed(futs):
-            out = {**futs[fut], **fut.result()}
-            _append(path, out)
-            log(_job_line(out))
+        futs = {pool.submit(fn, *args): (rec, path) for fn, args, rec, path in jobs}  # run in submission order
+        try:
+            for fut in as_completed(futs):
+                rec, path = futs[fut]
+                out = {**rec, **fut.result()}
+                _append(path, out)
+                log(_job_line(out))
+        except BrokenProcessPool:
+            for f in futs:
+                f.cancel()
+            raise JobsFailed("a worker process died (killed or out of memory); finished runs are stored, "
+                             "run the same command again to redo the rest") from None
 
 
 def _job_line(r: dict[str, Any]) -> str:
     label = r.get("name") or r.get("arch_id", "")
+    where = f" [{r['setting']}]" if r.get("setting") else ""
+    if r.get("failed"):
+        return f"  {label:<22} seed {r.get('seed', '-')}{where}: failed ({r['failed']})"
     if "accuracy" in r:
-        return f"  {label:<22} seed {r.get('seed', '-')}: top-1 {r['accuracy']:.2f}% in {r['total_s']:.0f}s"
+        return (f"  {label:<22} seed {r.get('seed', '-')}{where}: top-1 {r['accuracy']:.2f}% in {r['total_s']:.0f}s"
+                + (f" ({r['cpu_s']:.0f} CPU-s, {r['threads']} thread(s))" if "cpu_s" in r else ""))
     return f"  {label:<22} zero-cost scored in {sum(r['seconds'].values()):.1f}s"
+
+
+# ---------------------------------------------------------------------------- which records belong to a check
+
+
+def record_matches(r: dict[str, Any], pinned_threads: int | None, deterministic: bool) -> bool:
+    """Whether a stored run counts for a check of this variant.
+
+    Threads and deterministic kernels are not part of the eval_id, so variants share a folder. A
+    check that does not pin threads (a plain proxy-check) takes the runs that did not pin them
+    either, whatever count they ran with; a check pinned to N threads takes any run on N threads.
+    """
+    if bool(r.get("deterministic", False)) != deterministic:
+        return False
+    if pinned_threads is None:
+        return not r.get("threads_pinned", False)
+    return r.get("threads") == pinned_threads
+
+
+def select_records(records: list[dict[str, Any]], models: Sequence[str], seeds: Sequence[int],
+                   pinned_threads: int | None = None, deterministic: bool = False) -> list[dict[str, Any]]:
+    """One run per (model, seed) of this variant: the first stored one (a duplicate never counts twice)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in records:
+        if "name" in r and r["name"] in models and r.get("seed") in seeds and record_matches(r, pinned_threads,
+                                                                                               deterministic):
+            out.setdefault((r["name"], r["seed"]), r)
+    return list(out.values())
 
 
 # ---------------------------------------------------------------------------- the checks
@@ -190,6 +276,7 @@ class CheckOptions:
     sample: int = 16
     batch_size: int = 64
     bootstrap_seed: int = 0
+    report_only: bool = False  # summarise what is stored, train nothing
 
 
 def _threads(space: Space, workers: int) -> int | None:
@@ -200,25 +287,39 @@ def _threads(space: Space, workers: int) -> int | None:
     return space.evaluation.threads
 
 
-def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callable[[str], None]) -> list[dict]:
-    """Train the paper models over ``opts.seeds`` seeds (resuming); the records."""
+def paper_jobs(space: Space, models: Sequence[str], seeds: Sequence[int], out_dir: Path, workers: int,
+               pinned_threads: int | None = None, extra: dict[str, Any] | None = None) -> list[Job]:
+    """The (model, seed) runs of the paper check not stored yet, seed-major (whole seeds first)."""
     path = out_dir / "paper.jsonl"
-    seeds = [space.evaluation.seed + i for i in range(opts.seeds)]
-    done = {(r["name"], r["seed"]) for r in read_jsonl(path)}
-    ev = dataclasses.asdict(space.evaluation)
-    threads = _threads(space, opts.workers)
-    jobs = []
-    for seed in seeds:  # seed-major: an interrupted check has whole seeds for every model first
-        for name in opts.models:
+    ev = space.evaluation
+    done = {(r["name"], r["seed"]) for r in select_records(read_jsonl(path), models, seeds, pinned_threads,
+                                                            ev.deterministic)}
+    threads = pinned_threads or _threads(space, workers)
+    variant: dict[str, Any] = {"deterministic": ev.deterministic}
+    if pinned_threads:
+        variant["threads_pinned"] = True
+    jobs: list[Job] = []
+    for seed in seeds:
+        for name in models:
             if (name, seed) in done:
                 continue
-            cfg = get_config(name)
-            rec = {"name": name, "seed": seed, "imagenet_top1": PAPER[name].top1, "eval_id": space.evaluation.eval_id()}
-            jobs.append((_train_job, (cfg.to_dict(), {**ev, "seed": seed}, threads), rec))
-    if jobs:
-        log(f"training {len(jobs)} (model, seed) runs with {opts.workers} worker(s)")
-    _run_jobs(jobs, path, opts.workers, log)
-    return [r for r in read_jsonl(path) if r["seed"] in seeds and r["name"] in opts.models]
+            rec = {"name": name, "seed": seed, "imagenet_top1": PAPER[name].top1, "eval_id": ev.eval_id(), **variant,
+                   **(extra or {})}
+            jobs.append((_train_job, (get_config(name).to_dict(), {**dataclasses.asdict(ev), "seed": seed}, threads),
+                         rec, path))
+    return jobs
+
+
+def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callable[[str], None]) -> list[dict]:
+    """Train the paper models over ``opts.seeds`` seeds (resuming); the records."""
+    seeds = [space.evaluation.seed + i for i in range(opts.seeds)]
+    if not opts.report_only:
+        jobs = paper_jobs(space, opts.models, seeds, out_dir, opts.workers)
+        if jobs:
+            log(f"training {len(jobs)} (model, seed) runs with {opts.workers} worker(s)")
+        _run_jobs(jobs, opts.workers, log)
+    return select_records(read_jsonl(out_dir / "paper.jsonl"), opts.models, seeds,
+                          deterministic=space.evaluation.deterministic)
 
 
 def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileFormerConfig]:
@@ -243,6 +344,10 @@ def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Ca
     """Score (and, for the sample, train once) the sampled architectures and the paper models."""
     path = out_dir / "zero_cost.jsonl"
     ev = dataclasses.asdict(space.evaluation)
+    if opts.report_only:
+        have = read_jsonl(path)
+        ids = {c.arch_id for c in sample_architectures(space, opts.sample, seed=space.search.seed)}
+        return [r for r in have if r["arch_id"] in ids | {get_config(n).arch_id for n in opts.models}]
     threads = _threads(space, opts.workers)
     have = read_jsonl(path)
     scored = {(r["kind"], r["arch_id"]) for r in have if "scores" in r}
@@ -252,18 +357,18 @@ def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Ca
     for cfg in sample:
         rec = {"kind": "sample", "arch_id": cfg.arch_id, "summary": cfg.summary()}
         if ("sample", cfg.arch_id) not in scored:
-            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec))
+            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec, path))
         if cfg.arch_id not in trained:
-            jobs.append((_train_job, (cfg.to_dict(), ev, threads), {**rec, "seed": space.evaluation.seed}))
+            jobs.append((_train_job, (cfg.to_dict(), ev, threads), {**rec, "seed": space.evaluation.seed}, path))
     for name in opts.models:
         cfg = get_config(name)
         if ("paper", cfg.arch_id) not in scored:
             rec = {"kind": "paper", "arch_id": cfg.arch_id, "name": name, "imagenet_top1": PAPER[name].top1}
-            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec))
+            jobs.append((_zero_cost_job, (cfg.to_dict(), ev, opts.batch_size, threads), rec, path))
     if jobs:
         log(f"zero-cost check: {len(sample)} sampled architectures (scored and trained once), "
             f"{len(opts.models)} paper models scored: {len(jobs)} jobs")
-    _run_jobs(jobs, path, opts.workers, log)
+    _run_jobs(jobs, opts.workers, log)
     ids = {c.arch_id for c in sample} | {get_config(n).arch_id for n in opts.models}
     return [r for r in read_jsonl(path) if r["arch_id"] in ids]
 
@@ -271,8 +376,25 @@ def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Ca
 # ---------------------------------------------------------------------------- summaries
 
 
+def cpu_minutes(records: list[dict[str, Any]]) -> tuple[float, str]:
+    """CPU-minutes of these runs and where the figure comes from.
+
+    Runs store ``cpu_s`` (user + system time of the training process, all threads); older ones only
+    their wall time ``total_s``, which is then used instead (one thread per run: about the same).
+    """
+    if all("cpu_s" in r for r in records):
+        return sum(r["cpu_s"] for r in records) / 60, "cpu_s"
+    return sum(r.get("cpu_s", r["total_s"]) for r in records) / 60, "total_s (runs stored without cpu_s)"
+
+
 def summarise_paper(records: list[dict], bootstrap_seed: int = 0) -> dict[str, Any]:
-    """Per-model mean/std, correlations with ImageNet (seed-bootstrap intervals), per-seed correlations."""
+    """Per-model mean/std, correlations with ImageNet (seed-bootstrap intervals), per-seed correlations.
+
+    Failed runs (a diverged loss) are counted, not averaged; a seed with one is left out of the
+    per-seed correlations.
+    """
+    failed = [r for r in records if r.get("accuracy") is None]
+    records = [r for r in records if r.get("accuracy") is not None]
     by: dict[str, list[dict]] = {}
     for r in records:
         by.setdefault(r["name"], []).append(r)
@@ -281,7 +403,8 @@ def summarise_paper(records: list[dict], bootstrap_seed: int = 0) -> dict[str, A
     truth = {n: PAPER[n].top1 for n in names}
     rows = [{"model": n, "imagenet_top1": truth[n], "seeds": len(acc[n]), "mean": round(float(np.mean(acc[n])), 3),
              "std": round(float(np.std(acc[n], ddof=1)) if len(acc[n]) > 1 else 0.0, 3),
-             "minutes": round(sum(r["total_s"] for r in by[n]) / 60, 2)} for n in names]
+             "minutes": round(sum(r["total_s"] for r in by[n]) / 60, 2),
+             "cpu_minutes": round(cpu_minutes(by[n])[0], 2)} for n in names]
     s, k = rank_correlations([r["mean"] for r in rows], [truth[n] for n in names])
     seeds = sorted({r["seed"] for r in records})
     per_seed = []
@@ -291,16 +414,19 @@ def summarise_paper(records: list[dict], bootstrap_seed: int = 0) -> dict[str, A
             ps, pk = rank_correlations(*zip(*pts))
             per_seed.append({"seed": sd, "spearman": round(ps, 4), "kendall": round(pk, 4)})
     ci = seed_bootstrap(acc, truth, seed=bootstrap_seed) if all(len(v) > 1 for v in acc.values()) else None
+    cpu, cpu_from = cpu_minutes(records + failed)
     return {"rows": rows, "spearman": round(s, 4), "kendall": round(k, 4), "interval": ci,
             "bootstrap": {"reps": BOOTSTRAP, "seed": bootstrap_seed, "resampled": "seeds within each model"},
             "per_seed": per_seed, "minutes": round(sum(r["minutes"] for r in rows), 2),
+            "cpu_minutes": round(cpu, 2), "cpu_from": cpu_from,
+            "failed": [{"model": r["name"], "seed": r["seed"], "reason": r.get("failed", "")} for r in failed],
             "spread": round(max(r["mean"] for r in rows) - min(r["mean"] for r in rows), 3) if rows else 0.0}
 
 
 def summarise_zero_cost(records: list[dict], bootstrap_seed: int = 0) -> dict[str, Any]:
     """Each proxy's rank correlation with trained proxy top-1 (sample) and ImageNet top-1 (paper models)."""
     scores = {r["arch_id"]: r for r in records if "scores" in r and r["kind"] == "sample"}
-    accs = {r["arch_id"]: r["accuracy"] for r in records if "accuracy" in r and r["kind"] == "sample"}
+    accs = {r["arch_id"]: r["accuracy"] for r in records if r.get("accuracy") is not None and r["kind"] == "sample"}
     ids = sorted(set(scores) & set(accs))
     paper = [r for r in records if r["kind"] == "paper" and "scores" in r]
     rows = []
@@ -336,16 +462,21 @@ def paper_markdown(space: Space, s: dict[str, Any]) -> str:
              f"Settings: {ev.dataset} {ev.image_size}x{ev.image_size}, {ev.train_size} train / {ev.val_size} val "
              f"images, {ev.epochs} epoch(s), batch {ev.batch_size}, lr {ev.lr:g}, augment {ev.augment}, "
              f"bn_recalibration {ev.bn_recalibration}.", "",
-             "| model | ImageNet top-1 | proxy top-1 (mean +/- std) | seeds | minutes |", "|---|---:|---:|---:|---:|"]
+             "| model | ImageNet top-1 | proxy top-1 (mean +/- std) | seeds | CPU-minutes |",
+             "|---|---:|---:|---:|---:|"]
     for r in s["rows"]:
         lines.append(f"| {r['model']} | {r['imagenet_top1']} | {r['mean']:.2f} +/- {r['std']:.2f} | {r['seeds']} | "
-                     f"{r['minutes']:.1f} |")
+                     f"{r['cpu_minutes']:.1f} |")
     lines += ["", f"Spearman {s['spearman']:.3f}{_ci(s['interval'], 'spearman')}, Kendall {s['kendall']:.3f}"
               f"{_ci(s['interval'], 'kendall')} (95% bootstrap over seeds, {BOOTSTRAP} draws); spread of the means "
-              f"{s['spread']:.2f} points; cost {s['minutes']:.1f} CPU-job minutes."]
+              f"{s['spread']:.2f} points; cost {s['cpu_minutes']:.1f} CPU-minutes (from {s['cpu_from']}), "
+              f"{s['minutes']:.1f} minutes of run wall time."]
     if s["per_seed"]:
         lines.append("Each seed alone: " + ", ".join(f"seed {p['seed']}: Spearman {p['spearman']:.3f} / Kendall "
                                                      f"{p['kendall']:.3f}" for p in s["per_seed"]) + ".")
+    if s.get("failed"):
+        lines.append("Failed runs (left out): " + "; ".join(f"{f['model']} seed {f['seed']}: {f['reason']}"
+                                                            for f in s["failed"]) + ".")
     return "\n".join(lines) + "\n"
 
 

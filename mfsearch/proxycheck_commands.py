@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
@@ -33,10 +34,44 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     return space_from_data(data, path, lines if not sets else {})
 
 
+def _models(arg: str | None) -> tuple[str, ...] | None:
+    from .errors import InputError
+    from .proxysweep import model_names
+
+    if not arg:
+        return None
+    return model_names(arg.split(","), lambda rule: InputError(f"--models: {rule}"))
+
+
 def cmd_proxy_check(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .evaluation.data import MfsearchDataError
-    from .models import PAPER
+    from .proxycheck import JobsFailed
+
+    space = _space_with(args.space, args.set or [])
+    models = _models(args.models)
+    for name, v, lo in (("--seeds", args.seeds, 1), ("--workers", args.workers, 1), ("--sample", args.sample, 4),
+                        ("--batch-size", args.batch_size, 2)):
+        if v is not None and v < lo:
+            raise InputError(f"{name}: must be at least {lo}, got {v}")
+    if args.estimate and not args.sweep:
+        raise InputError("--estimate: times the settings of a sweep; give --sweep FILE")
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        if args.sweep:
+            if args.zero_cost or args.skip_paper:
+                raise InputError("--sweep: trains the paper models under each setting; --zero-cost and --skip-paper "
+                                 "go with a plain proxy-check")
+            return _sweep(args, space, models, log)
+        return _check(args, space, models, log)
+    except MfsearchDataError as e:
+        raise InputError(f"{space.path}: {getattr(e, 'field', 'evaluation.dataset')}: {e}") from None
+    except JobsFailed as e:
+        print(f"mfsearch: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None, log: Any) -> int:
     from .proxycheck import (
         PAPER_MODELS,
         CheckOptions,
@@ -50,27 +85,14 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         zero_cost_markdown,
     )
 
-    space = _space_with(args.space, args.set or [])
-    models = tuple(args.models.split(",")) if args.models else PAPER_MODELS
-    models = tuple(m if m.startswith("mobile_former_") else f"mobile_former_{m}" for m in models)
-    bad = [m for m in models if m not in PAPER]
-    if bad:
-        raise InputError(f"--models: unknown paper model(s) {', '.join(bad)}; choose from {', '.join(PAPER_MODELS)}")
-    for name, v, lo in (("--seeds", args.seeds, 1), ("--workers", args.workers, 1), ("--sample", args.sample, 4),
-                        ("--batch-size", args.batch_size, 2)):
-        if v < lo:
-            raise InputError(f"{name}: must be at least {lo}, got {v}")
-    if len(models) < 3:
-        raise InputError("--models: a rank correlation needs at least 3 models")
-    opts = CheckOptions(seeds=args.seeds, models=models, workers=args.workers, zero_cost=args.zero_cost,
-                        sample=args.sample, batch_size=args.batch_size)
+    opts = CheckOptions(seeds=args.seeds or 3, models=models or PAPER_MODELS, workers=args.workers,
+                        zero_cost=args.zero_cost, sample=args.sample, batch_size=args.batch_size,
+                        report_only=args.report_only)
     if args.zero_cost:  # the proxies score one minibatch of the first training epoch: it must fit in one
+        from .errors import InputError
         from .evaluation.train import proxy_data
 
-        try:
-            loader = proxy_data(space.evaluation).train
-        except MfsearchDataError as e:
-            raise InputError(f"{space.path}: {e.field}: {e}") from None
+        loader = proxy_data(space.evaluation).train
         have = len(loader) * loader.batch_size
         if args.batch_size > have:
             raise InputError(f"--batch-size: {args.batch_size} is more than the {have} training examples an epoch "
@@ -78,25 +100,23 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
                              "--batch-size")
     out = check_dir(space, args.runs_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps({"space": str(args.space), "set": args.set or [],
-                                                    "evaluation": space.evaluation.__dict__,
-                                                    "eval_id": space.evaluation.eval_id()}, indent=2))
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    if not args.report_only:
+        (out / "settings.json").write_text(json.dumps({"space": str(args.space), "set": args.set or [],
+                                                        "evaluation": space.evaluation.__dict__,
+                                                        "eval_id": space.evaluation.eval_id()}, indent=2))
     t0 = time.perf_counter()
     report, js = [f"# Proxy check: {space.name}\n"], {"space": str(args.space), "eval_id": space.evaluation.eval_id()}
-    try:
-        if not args.skip_paper:
-            recs = run_paper_check(space, opts, out, log)
-            s = summarise_paper(recs)
-            report.append(paper_markdown(space, s))
+    if not args.skip_paper:
+        recs = run_paper_check(space, opts, out, log)
+        s = summarise_paper(recs)
+        report.append(paper_markdown(space, s))
+        if s["rows"]:
             plot_paper(space, recs, s, out / "proxy_vs_imagenet.png")
-            js["paper"] = s
-        if args.zero_cost:
-            zs = summarise_zero_cost(run_zero_cost_check(space, opts, out, log))
-            report.append(zero_cost_markdown(zs))
-            js["zero_cost"] = zs
-    except MfsearchDataError as e:
-        raise InputError(f"{space.path}: {e.field}: {e}") from None
+        js["paper"] = s
+    if args.zero_cost:
+        zs = summarise_zero_cost(run_zero_cost_check(space, opts, out, log))
+        report.append(zero_cost_markdown(zs))
+        js["zero_cost"] = zs
     text = "\n".join(report) + f"\nWall time of this run: {(time.perf_counter() - t0) / 60:.1f} min.\n"
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(js, indent=2))
@@ -106,19 +126,67 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None, log: Any) -> int:
+    import dataclasses
+
+    from .proxysweep import (
+        estimate_costs,
+        estimate_markdown,
+        load_sweep,
+        run_sweep,
+        sweep_dir,
+        write_sweep_report,
+    )
+
+    sweep = load_sweep(args.sweep, space)  # every setting validated before anything runs
+    if models:
+        sweep = dataclasses.replace(sweep, models=models)
+    if args.seeds:
+        seeds = list(sweep.seeds)
+        while len(seeds) < args.seeds:
+            seeds.append(max(seeds) + 1)
+        sweep = dataclasses.replace(sweep, seeds=tuple(seeds[:args.seeds]))
+    out = sweep_dir(sweep, args.runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.estimate:
+        log(f"timing the settings of sweep {sweep.name} (one process, one thread)")
+        est = estimate_costs(sweep, log)
+        (out / "estimate.json").write_text(json.dumps(est, indent=2))
+        print(estimate_markdown(sweep, est))
+        print(f"wrote {out / 'estimate.json'}")
+        return 0
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_sweep(sweep, args.workers, log, args.runs_dir)
+    text, out = write_sweep_report(sweep, args.runs_dir)
+    print(text)
+    if not args.report_only:
+        print(f"Wall time of this run: {(time.perf_counter() - t0) / 60:.1f} min.")
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'sweep.png'}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("proxy-check", help="how well a space's evaluation settings rank the paper models; "
                        "zero-cost proxies with --zero-cost")
     p.add_argument("space", help="a space file (its evaluation: section is what is checked)")
     p.add_argument("--set", action="append", metavar="evaluation.KEY=VALUE",
                    help="override an evaluation setting (repeatable), e.g. --set evaluation.epochs=2")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per paper model (default 3)")
-    p.add_argument("--models", default=None, help="comma-separated paper models (default: all seven)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per paper model (default 3; with --sweep: the file's seeds)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated paper models, e.g. 52m,26m,96m (default: all seven, or the sweep file's)")
     p.add_argument("--workers", type=int, default=1, help="training processes at once (default 1)")
     p.add_argument("--zero-cost", action="store_true", help="also correlate the zero-cost proxies")
     p.add_argument("--sample", type=int, default=16, help="architectures sampled from the space (--zero-cost)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch for the zero-cost proxies (default 64)")
     p.add_argument("--skip-paper", action="store_true", help="only the zero-cost check")
+    p.add_argument("--sweep", default=None, metavar="SWEEP.yaml",
+                   help="check every setting of a sweep file (evaluation overrides on the space); "
+                   "report in runs/proxy-check/sweep-<name>/")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report what is stored so far")
+    p.add_argument("--estimate", action="store_true",
+                   help="with --sweep: time each setting briefly and estimate its CPU-minutes; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     p.set_defaults(func=cmd_proxy_check)

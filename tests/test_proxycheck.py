@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from mfsearch.proxycheck import pair_bootstrap, rank_correlations, sample_architectures, seed_bootstrap
+from mfsearch.proxycheck import (
+    pair_bootstrap,
+    rank_correlations,
+    rank_correlations_rows,
+    sample_architectures,
+    seed_bootstrap,
+)
 from mfsearch.space import load_space, within_budget
 
 from .test_search import TINY, run_cli
@@ -26,6 +32,21 @@ def test_rank_correlations_and_intervals():
     assert wide["spearman"][0] < 0 < wide["spearman"][1]
     x, y = list(range(10)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9]
     assert pair_bootstrap(x, y, reps=300, seed=1) == pair_bootstrap(x, y, reps=300, seed=1)  # seeded
+
+
+def test_vectorised_rank_correlations_equal_scipys_row_by_row():
+    rng = np.random.default_rng(0)
+    y = [79.3, 77.9, 76.7, 75.2, 72.8, 68.7, 64.0]
+    x = np.round(rng.normal(85, 1.0, size=(300, 7)) * 2) / 2  # on a half-point grid: many ties
+    x[0] = 3.0  # a constant row
+    sp, kt = rank_correlations_rows(x, y)
+    for row, s, k in zip(x, sp, kt):
+        want = rank_correlations(row, y)
+        np.testing.assert_allclose([s, k], want, rtol=0, atol=1e-12)
+    assert np.isnan(sp[0]) and np.isnan(kt[0])
+    ties = [1.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0]  # ties in the truth too
+    sp, kt = rank_correlations_rows(x[1:50], ties)
+    np.testing.assert_allclose(np.c_[sp, kt], [rank_correlations(r, ties) for r in x[1:50]], rtol=0, atol=1e-12)
 
 
 def test_sampled_architectures_are_distinct_within_budget_and_seeded():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
 import mfsearch
 from mfsearch.errors import InputError
-from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep
+from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep, train_and_evaluate
 from mfsearch.space import load_space
 from mfsearch.space.spec import Evaluation
 
@@ -66,3 +69,53 @@ def test_cuda_graphs_setting(tmp_path):
     assert on.evaluation.eval_id() == off.evaluation.eval_id()  # same results, stored together
     with pytest.raises(InputError, match="evaluation.cuda_graphs"):
         load_space(tiny_space(tmp_path, evaluation={"cuda_graphs": "sometimes"}))
+
+
+TINY_EV = Evaluation(image_size=16, train_size=256, val_size=128, epochs=2, batch_size=64, lr=0.01, augment=False,
+                     warmup_epochs=0.1, threads=1, seed=0)
+
+
+def test_evaluating_after_every_epoch_does_not_change_training():
+    cfg = mfsearch.get_config("mobile_former_26m")
+    assert cfg.dropout > 0  # the head's dropout draws from the global RNG in train mode (BN recalibration)
+    every = train_and_evaluate(cfg, TINY_EV)
+    once = train_and_evaluate(cfg, TINY_EV, evaluate_every_epoch=False)
+    assert [("val_acc" in h) for h in every.history] == [True, True]
+    assert [("val_acc" in h) for h in once.history] == [False, True]
+    assert once.accuracy == every.accuracy
+    assert once.history[-1]["train_loss"] == every.history[-1]["train_loss"]  # the same second epoch, bit for bit
+    assert once.eval_s < every.eval_s
+
+
+def test_deterministic_setting_trains_under_deterministic_algorithms_and_restores(tmp_path):
+    seen = []
+    ev = dataclasses.replace(TINY_EV, epochs=1, augment=True, deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    res = train_and_evaluate(mfsearch.get_config("mobile_former_26m"), ev,
+                             report=lambda step, m: seen.append(torch.are_deterministic_algorithms_enabled()))
+    assert seen == [True] and 0 <= res.accuracy <= 100
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert load_space(tiny_space(tmp_path, evaluation={"deterministic": True})).evaluation.deterministic
+    with pytest.raises(InputError, match="evaluation.deterministic"):
+        load_space(tiny_space(tmp_path, evaluation={"deterministic": "yes"}))
+
+
+# eval_ids of the shipped files, computed before evaluation.deterministic existed: stored results stay found
+SHIPPED_EVAL_IDS = {"spaces/macs150.yaml": "286cf287a99b", "spaces/macs300.yaml": "286cf287a99b",
+                    "spaces/macs50.yaml": "286cf287a99b", "spaces/tiny.yaml": "b4f1ec47db21",
+                    "experiments/activation.yaml": "fd1e4ce2ee41",
+                    "experiments/components_matched.yaml": "fd1e4ce2ee41"}
+
+
+def test_eval_ids_of_shipped_settings_are_unchanged():
+    from mfsearch.ablation import load_experiment
+
+    root = Path(__file__).parent.parent
+    for rel, eid in SHIPPED_EVAL_IDS.items():
+        load = load_space if rel.startswith("spaces/") else load_experiment
+        assert load(root / rel).evaluation.eval_id() == eid, rel
+    assert Evaluation().eval_id() == "34d27605e045" and Evaluation(precision="bf16").eval_id() == "c9635e52640e"
+    base = load_space(root / "spaces/macs300.yaml").evaluation
+    for how in ({"deterministic": True}, {"threads": 2}, {"deterministic": True, "threads": 1}):
+        assert dataclasses.replace(base, **how).eval_id() == base.eval_id(), how  # how, not what: stored together
+    assert dataclasses.replace(base, val_size=5000).eval_id() != base.eval_id()

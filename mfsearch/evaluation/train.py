@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -64,11 +65,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def proxy_data(ev: Evaluation) -> ProxyData:
-    """Loaders for ``ev`` (cached: every trial of a study trains on the same tensors)."""
+def proxy_data(ev: Evaluation, only: bool = False) -> ProxyData:
+    """Loaders for ``ev`` (cached: every trial of a study trains on the same tensors).
+
+    ``only``: drop the other settings' cached tensors first (a process that goes through many
+    settings and seeds, like a proxy sweep, would otherwise keep all of them).
+    """
     device = resolve_device(ev.device)
     key = (ev.dataset, ev.data_root, ev.image_size, ev.channels, ev.train_size, ev.val_size, ev.batch_size,
            ev.eval_batch_size, ev.seed, ev.augment, str(device))
+    if only:
+        for k in [k for k in _DATA_CACHE if k != key]:
+            del _DATA_CACHE[k]
     if key not in _DATA_CACHE:
         ds = load_dataset(ev.dataset, ev.data_root, "train", **({"image_size": ev.image_size}
                                                                  if ev.dataset == "imagefolder" else {}))
@@ -266,14 +274,66 @@ class TrainStep:
         return static_loss.detach().clone()
 
 
+def _fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Fork the global RNG of the CPU and, on an accelerator, of ``device`` (both restored on exit)."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index], device_type="cuda")
+    return torch.random.fork_rng(device_type=device.type)
+
+
+def evaluate_now(model: nn.Module, data: ProxyData, ev: Evaluation, device: torch.device,
+                 dtype: torch.dtype | None) -> float:
+    """Validation top-1 after re-estimating BatchNorm statistics, without touching the training RNG.
+
+    Recalibration runs the model in train mode, where dropout draws from the global RNG; forking it
+    keeps the following epochs the same whether and how often the model is evaluated.
+    """
+    with _fork_rng(device):
+        recalibrate_bn(model, data.train, ev.bn_recalibration, dtype)
+        return accuracy(model, data.val, dtype)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool) -> Any:
+    """``torch.use_deterministic_algorithms(True)`` inside the block when ``on``; the previous mode after."""
+    if not on:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def train_and_evaluate(
-    cfg: MobileFormerConfig, ev: Evaluation, report: Report | None = None, data: ProxyData | None = None
+    cfg: MobileFormerConfig, ev: Evaluation, report: Report | None = None, data: ProxyData | None = None,
+    evaluate_every_epoch: bool = True,
 ) -> EvalResult:
-    """Train ``cfg`` from scratch with ``ev`` and return the validation top-1 per epoch."""
+    """Train ``cfg`` from scratch with ``ev`` and return the validation top-1 (per epoch, or at the end).
+
+    ``evaluate_every_epoch=False`` validates only after the last epoch (``report`` is then called
+    once, with that epoch's metrics): the result is the same, the intermediate evaluations are not
+    paid for. ``ev.deterministic`` trains under ``torch.use_deterministic_algorithms(True)``.
+    """
     if ev.threads:
         torch.set_num_threads(ev.threads)
-    data = data or proxy_data(ev)
     device = resolve_device(ev.device)
+    if ev.deterministic and device.type == "cuda" and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        raise TrialFailed("evaluation.deterministic on CUDA needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment "
+                          "(set it before starting)")
+    data = data or proxy_data(ev)
+    with deterministic_algorithms(ev.deterministic):
+        return _train(cfg, ev, report, data, device, evaluate_every_epoch)
+
+
+def _train(cfg: MobileFormerConfig, ev: Evaluation, report: Report | None, data: ProxyData, device: torch.device,
+           evaluate_every_epoch: bool) -> EvalResult:
     seed_everything(ev.seed)
     model = MobileFormer(cfg.replace(num_classes=data.num_classes))
     steps_per_epoch = len(data.train)
@@ -295,21 +355,18 @@ def train_and_evaluate(
             loss_sum += loss
             step += 1
         t1 = time.perf_counter()
-        recalibrate_bn(model, data.train, ev.bn_recalibration, trainer.dtype)
-        acc = accuracy(model, data.val, trainer.dtype)
-        t2 = time.perf_counter()
         res.train_s += t1 - t0
-        res.eval_s += t2 - t1
-        metrics = {"epoch": epoch + 1, "val_acc": acc, "train_loss": loss_sum.item() / max(1, steps_per_epoch),
-                   "train_s": t1 - t0, "lr": float(sched.get_last_lr()[0])}
-        res.history.append(metrics)
-        res.accuracy = acc
         res.steps = step
-        if report is not None:
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, steps_per_epoch),
+                   "train_s": t1 - t0, "lr": float(sched.get_last_lr()[0])}
+        if evaluate_every_epoch or epoch + 1 == ev.epochs:
+            metrics["val_acc"] = res.accuracy = evaluate_now(model, data, ev, device, trainer.dtype)
+            res.eval_s += time.perf_counter() - t1
+        res.history.append(metrics)
+        if report is not None and "val_acc" in metrics:
             try:
                 report(epoch + 1, metrics)
             except StopTrial:
                 res.stopped_early = True
                 break
     return res
-

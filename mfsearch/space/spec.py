@@ -82,6 +82,15 @@ class Dist:
 Knob = Any  # a constant or a Dist
 
 
+#: Evaluation fields the ``eval_id`` hash has covered from the start: always hashed.
+EVAL_ID_FIELDS = ("dataset", "image_size", "channels", "epochs", "train_size", "val_size", "batch_size",
+                  "eval_batch_size", "lr", "min_lr", "warmup_epochs", "weight_decay", "label_smoothing", "augment",
+                  "bn_recalibration", "seed")
+#: How a result is computed rather than what is measured (where the data lies, threads, device, compiler,
+#: graphs, deterministic kernels): never hashed; records carry what they depend on (threads, deterministic).
+EVAL_ID_IGNORED = ("data_root", "threads", "device", "compile", "cuda_graphs", "deterministic")
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Proxy-training settings (see :mod:`mfsearch.evaluation.train`)."""
@@ -108,14 +117,18 @@ class Evaluation:
     precision: str = "auto"
     compile: bool = False
     cuda_graphs: bool = True  # on CUDA, replay each full training step as one captured graph
+    deterministic: bool = False  # train under torch.use_deterministic_algorithms(True)
 
     def eval_id(self) -> str:
-        """Hash of the settings that change results (not where the data lies, threads, device, compile, graphs)."""
+        """Hash of the settings that change results (see :data:`EVAL_ID_FIELDS`, :data:`EVAL_ID_IGNORED`).
+
+        A field added after the first ids were stored (``precision``, ...) is hashed only when it is
+        not at its default, so every id stored before it existed stays valid.
+        """
         d = dataclasses.asdict(self)
-        for k in ("data_root", "threads", "device", "compile", "cuda_graphs"):
-            d.pop(k)
-        if d["precision"] == "auto":  # ids from before the setting existed stay valid
-            d.pop("precision")
+        for f in dataclasses.fields(self):
+            if f.name in EVAL_ID_IGNORED or (f.name not in EVAL_ID_FIELDS and d[f.name] == f.default):
+                d.pop(f.name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -380,6 +393,8 @@ def _parse_evaluation(ctx: Ctx, raw: Any) -> Evaluation:
         kw["compile"] = bool_field(ctx, d["compile"], f + "compile")
     if "cuda_graphs" in d:
         kw["cuda_graphs"] = bool_field(ctx, d["cuda_graphs"], f + "cuda_graphs")
+    if "deterministic" in d:
+        kw["deterministic"] = bool_field(ctx, d["deterministic"], f + "deterministic")
     e = dataclasses.replace(e, **kw)
     _check_sizes(ctx, e)
     return e
