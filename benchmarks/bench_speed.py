@@ -13,7 +13,7 @@ and resolution (224 and the 32x32 proxy) it measures:
   ``torch.compile`` of that step on CUDA;
 - inference: the baseline in eval mode under ``no_grad`` against
   :func:`mfsearch.models.inference_model` (BatchNorm folded, channels_last) under
-  ``inference_mode``, plus frozen TorchScript on CPU when :mod:`mfsearch.latency` provides it;
+  ``inference_mode``, plus frozen TorchScript on CPU when :mod:`mfsearch.evaluation.latency` provides it;
   bf16 autocast for both on CUDA;
 - the peak memory of the training step.
 
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mfsearch.latency import cpu_name
+from mfsearch.evaluation.latency import cpu_name
 
 BASELINE_FILE = Path(__file__).resolve().parent / "baseline_mobile_former.py"
 LR = 1e-3
@@ -130,9 +130,9 @@ class Cell:
     """One implementation of one setting, built in a worker process: timed training and inference calls."""
 
     def __init__(self, impl: str, s: Setting) -> None:
+        from mfsearch.evaluation.settings import Evaluation
         from mfsearch.evaluation.train import TrainStep, autocast_dtype
         from mfsearch.models import MobileFormer, get_config
-        from mfsearch.space.spec import Evaluation
 
         torch.set_num_threads(s.threads)
         self.impl = impl
@@ -218,8 +218,8 @@ class Cell:
 
         self.runtimes["folded"] = (inference_model(self.model), True, torch.inference_mode)
         out = {"folded": "ok"}
-        if not self.cuda and importlib.util.find_spec("mfsearch.latency") is not None:
-            from mfsearch.latency import compile_for_inference
+        if not self.cuda and importlib.util.find_spec("mfsearch.evaluation.latency") is not None:
+            from mfsearch.evaluation.latency import compile_for_inference
 
             example = self.xi.contiguous(memory_format=torch.channels_last)
             try:
@@ -505,7 +505,7 @@ def header(devices: list[str], threads: int, infos: dict[str, str], quick: bool)
         "mfsearch = mfsearch.evaluation.train.TrainStep.step (precision auto: fp32 on CPU, bf16 on CUDA; on CUDA "
         "the whole step replayed as one CUDA graph); compiled = the same with compile=True, no graph (CUDA only)",
         "inference: baseline eval() under no_grad; mfsearch = inference_model (BatchNorm folded, channels_last) under "
-        "inference_mode; jit = mfsearch.latency frozen TorchScript (CPU); bf16 autocast on CUDA; "
+        "inference_mode; jit = mfsearch.evaluation.latency frozen TorchScript (CPU); bf16 autocast on CUDA; "
         "inference ratio = best mfsearch runtime / baseline",
         "peak MB (training): CPU = peak RSS of the cell's fresh process (ru_maxrss) minus its RSS after building "
         "model, optimizer and data; CUDA = torch.cuda.max_memory_allocated in the cell's fresh process",

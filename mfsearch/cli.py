@@ -121,7 +121,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_latency(args: argparse.Namespace) -> int:
     import re
 
-    from .latency import RUNTIMES, LatencySettings, measure_latency
+    from .evaluation.latency import RUNTIMES, LatencySettings, measure_latency
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", args.device):
         raise UsageError(f"--device: must be cpu, cuda, cuda:N or auto, got {args.device!r}")
@@ -205,7 +205,7 @@ def _oom_detail(e: BaseException) -> str:
 
 def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from .ablation.commands import register as ablation
-    from .proxycheck_commands import register as proxy_check
+    from .proxycheck.commands import register as proxy_check
     from .search.commands import register as search
 
     return [search, ablation, proxy_check]

@@ -220,7 +220,7 @@ def test_latency_input_beyond_memory_is_refused_up_front(tmp_path):
 def test_latency_allocator_failure_is_one_line(tmp_path):
     """The input fits in free memory, but not in the address space this process may use."""
     code = ("import resource, runpy, sys\n"
-            "import mfsearch.latency\n"
+            "import mfsearch.evaluation.latency\n"
             "vm = next(int(s.split()[1]) * 1024 for s in open('/proc/self/status') if s.startswith('VmSize:'))\n"
             "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))\n"
             "sys.argv = ['mfsearch', *sys.argv[1:]]\n"

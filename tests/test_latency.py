@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mfsearch
-from mfsearch.latency import LatencySettings, compile_for_inference, device_description, measure_latency
+from mfsearch.evaluation.latency import LatencySettings, compile_for_inference, device_description, measure_latency
 from mfsearch.models import inference_model
 from mfsearch.space import load_space
 

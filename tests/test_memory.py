@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent("""
     import resource, torch
     from mfsearch.evaluation.train import TrainStep
     from mfsearch.models import MobileFormer, get_config
-    from mfsearch.space.spec import Evaluation
+    from mfsearch.evaluation.settings import Evaluation
 
     TrainStep(MobileFormer(get_config("mobile_former_26m").replace(num_classes=10)), Evaluation(device="cpu"),
               torch.device("cpu"), 10, 1)

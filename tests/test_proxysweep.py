@@ -11,7 +11,7 @@ import yaml
 from mfsearch.yamlio import InputError
 
 from mfsearch.proxycheck import cpu_minutes, select_records
-from mfsearch.proxysweep import load_sweep, sweep_jobs
+from mfsearch.proxycheck.sweep import load_sweep, sweep_jobs
 from mfsearch.space import load_space
 
 from .test_search import TINY, run_cli

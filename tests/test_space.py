@@ -10,7 +10,7 @@ from mfsearch import get_config
 from mfsearch.errors import InputError
 from mfsearch.search import repair
 from mfsearch.space import load_space, random_suggest, sample_config, within_budget
-from mfsearch.space.spec import space_from_data
+from mfsearch.space.parse import space_from_data
 
 SPACES = Path(__file__).parent.parent / "spaces"
 

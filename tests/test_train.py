@@ -10,9 +10,9 @@ import torch
 
 import mfsearch
 from mfsearch.errors import InputError
+from mfsearch.evaluation.settings import Evaluation
 from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep, train_and_evaluate
 from mfsearch.space import load_space
-from mfsearch.space.spec import Evaluation
 
 from .test_search import tiny_space
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
 from ..models import ConfigError, MobileFormerConfig, complexity, get_config
-from ..space.spec import Evaluation, _parse_evaluation, parse_base, parse_name
+from ..space.parse import parse_base, parse_name
 
 DIRECTIONS = ("up", "down", "same")
 
@@ -105,7 +106,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not isinstance(match, bool):
         raise ctx.err("match_budget", "must be true or false")
     desc = data.get("description", "")
-    evaluation = _parse_evaluation(ctx, data.get("evaluation"))
+    evaluation = parse_evaluation(ctx, data.get("evaluation"))
     return Experiment(name, str(desc), base, baseline, tuple(arms), seeds, evaluation, match,
                       {str(k): str(v) for k, v in direction.items()}, str(path))
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..objectives import OBJECTIVES, of_kind
 from ..store import trial_constraints
 
 __all__ = [
@@ -19,11 +20,12 @@ __all__ = [
 ]
 
 
-OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "macs": "macs", "params": "params", "latency": "latency_ms",
-                     **{z: z for z in ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")}}
+#: objective name -> results column (from the registry: :mod:`mfsearch.objectives`)
+OBJECTIVE_COLUMNS = {n: o.column for n, o in OBJECTIVES.items()}
 
-#: measured columns a record may carry (latency, zero-cost scores, their cost)
-MEASURED = ("latency_ms", "synflow", "grad_norm", "snip", "jacob_cov", "naswot", "zero_cost_s")
+#: measured columns a record may carry (latency, zero-cost scores), and what scoring cost
+SCORE_COLUMNS = tuple(OBJECTIVES[n].column for n in of_kind("zero_cost"))
+MEASURED = tuple(OBJECTIVES[n].column for n in of_kind("measured")) + SCORE_COLUMNS + ("zero_cost_s",)
 
 
 def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
@@ -95,7 +97,7 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     scored = df["accuracy"].notna()
-    for z in MEASURED[1:-1]:  # a zero-cost search scores instead of training
+    for z in SCORE_COLUMNS:  # a zero-cost search scores instead of training
         if z in df.columns:
             scored |= df[z].notna() & df["status"].isin(["trained", "duplicate"])
     ok = df[df["feasible"] & scored]
@@ -152,11 +154,11 @@ def hypervolume_history(df: pd.DataFrame, objectives: Sequence[Sequence[str]],
 
 def front_markdown(front: pd.DataFrame) -> str:
     """A markdown table of the front (best architectures), with latency and zero-cost scores when measured."""
-    extra = [c for c in ("latency_ms", "synflow", "grad_norm", "snip", "jacob_cov", "naswot")
-             if c in front.columns and front[c].notna().any()]
+    extra = [c for c in MEASURED[:-1] if c in front.columns and front[c].notna().any()]
     has_acc = "accuracy" in front.columns and front["accuracy"].notna().any()
     head = "| rank | kind | name / arch_id | MACs (M) | params (M) | accuracy (%) |"
-    head += "".join(f" {'latency (ms)' if c == 'latency_ms' else c} |" for c in extra) + " architecture |"
+    labels = {o.column: o.label for o in OBJECTIVES.values()}
+    head += "".join(f" {labels.get(c, c)} |" for c in extra) + " architecture |"
     lines = [head, "|---:|---|---|---:|---:|---:|" + "---:|" * len(extra) + "---|"]
     order = front.sort_values("accuracy" if has_acc else (extra[-1] if extra else "macs"), ascending=False)
     for i, (_, r) in enumerate(order.iterrows(), 1):
@@ -168,8 +170,8 @@ def front_markdown(front: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: x axis of a front plot -> (scale, label)
-AXES = {"macs": (1e-6, "MACs (M)"), "params": (1e-6, "parameters (M)"), "latency_ms": (1.0, "latency (ms)")}
+#: x axis of a front plot (a cost's column) -> (scale, label)
+AXES = {o.column: (o.scale, o.label) for o in OBJECTIVES.values() if o.kind in ("analytic", "measured")}
 
 
 def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import MobileFormer, MobileFormerConfig
-from ..space.spec import Evaluation
 from .data import TensorLoader, load_dataset, split_indices
 from .memory import retain_freed_cpu_memory
+from .settings import Evaluation
 
 Report = Callable[[int, dict[str, float]], None]
 

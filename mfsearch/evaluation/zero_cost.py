@@ -57,10 +57,14 @@ from torch import Tensor, nn
 
 from ..models import MobileFormer, MobileFormerConfig, complexity
 from ..models.mobile_former import ConvBN
-from ..space.spec import Evaluation
+from .settings import Evaluation
 from .train import proxy_data
 
-PROXIES: tuple[str, ...] = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot", "params", "macs")
+#: the proxies that score an architecture (objectives of a zero-cost search; mfsearch.objectives registers them)
+SCORES: tuple[str, ...] = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")
+#: the plain baselines every proxy is compared with
+BASELINES: tuple[str, ...] = ("params", "macs")
+PROXIES: tuple[str, ...] = SCORES + BASELINES
 
 DESCRIPTIONS: dict[str, str] = {
     "synflow": "data-free synaptic flow sum|theta*dR/dtheta|, |theta| net on an all-ones input (Tanaka et al. 2020)",

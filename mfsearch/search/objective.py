@@ -13,8 +13,8 @@ import torch
 
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
 from ..models import MobileFormerConfig
+from ..objectives import OBJECTIVES, column
 from ..space import Space, within_budget
-from ..space.spec import RECORD_KEY, ZERO_COST
 
 __all__ = ["OverBudget", "TrialFailed", "base_record", "evaluate", "objective_values", "zero_cost_record"]
 
@@ -76,7 +76,7 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if space.needs_latency:
-        from ..latency import measure_latency
+        from ..evaluation.latency import measure_latency
 
         key = (cfg.arch_id, space.latency, space.evaluation.seed)
         if key not in _LATENCY:  # a re-sampled architecture (often an over-budget one) is measured once
@@ -87,7 +87,7 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         limit = space.budget.latency_ms
         if limit is not None and lat.median_ms > limit:
             raise OverBudget(out, f"latency {lat.median_ms:.2f} ms > budget {limit:g} ms ({lat.device})")
-    zc = [n for n, _ in space.objectives if n in ZERO_COST]
+    zc = [n for n, _ in space.objectives if OBJECTIVES[n].kind == "zero_cost"]
     if zc:
         out.update(zero_cost_record(cfg, space, zc))
     if not space.trains:
@@ -115,5 +115,5 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
 
 def objective_values(space: Space, record: dict[str, Any]) -> list[float]:
     """The objective vector of a record, in the space's objective order."""
-    return [float(record[RECORD_KEY.get(name, name)]) for name, _ in space.objectives]
+    return [float(record[column(name)]) for name, _ in space.objectives]
 

@@ -30,10 +30,10 @@ from .. import _optuna
 from ..errors import InputError, RunError
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
+from ..objectives import OBJECTIVES
 from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
 from ..space.definition import definition, first_difference
 from ..space.repair import repair
-from ..space.spec import ZERO_COST
 from ..store import Retrying, StorageError, StudyRef, open_storage, redact, trial_constraints, write_run_info
 from ..store.claim import claim_lock
 from ..store.liveness import HEARTBEAT_S, STALE_S, Heartbeat, fail_stale_trials, last_sign_of_life
@@ -100,7 +100,7 @@ def _stored_definition(attrs: dict[str, Any]) -> dict[str, Any] | None:
     raw = attrs.get("space")
     if not isinstance(raw, dict):
         return None
-    from ..space.spec import space_from_data
+    from ..space.parse import space_from_data
 
     try:
         return definition(space_from_data(raw, "<stored space>", {}))
@@ -254,7 +254,7 @@ class OptunaSearch:
         if "latency_ms" in rec:
             acc_s += f" lat {rec['latency_ms']:6.2f}ms"
         for n, _ in self.space.objectives:
-            if n in ZERO_COST and n in rec:
+            if OBJECTIVES[n].kind == "zero_cost" and n in rec:
                 acc_s += f" {n} {rec[n]:.4g}"
         return (f"{tag:<14} {cfg.arch_id[:8]} MACs {rec['macs'] / 1e6:7.1f}M params {rec['params'] / 1e6:6.2f}M "
                 f"{acc_s} {rec.get('total_s', 0):6.1f}s  {cfg.summary()}{extra}")
@@ -368,7 +368,7 @@ class OptunaSearch:
         seed = space.search.seed + len(probe.trials) + 100_003 * self.worker
         study = open_study(space, self.ref, sampler=make_sampler(space.search, seed))
         if space.needs_latency:
-            from ..latency import device_description
+            from ..evaluation.latency import device_description
 
             lat = space.latency
             study.set_user_attr("latency_settings", {**dataclasses.asdict(lat), "runtime": lat.resolved_runtime(),
@@ -582,9 +582,7 @@ class OptunaSearch:
             _optuna.set_constraints(trial, {k: 1.0 for k in constraint_values(cost, self.space.budget)})
         else:
             _optuna.set_constraints(trial, constraint_values(cost, self.space.budget))
-        worst = {"accuracy": 0.0, "macs": float(cost["macs"]), "params": float(cost["params"]),
-                 "latency": float(cost.get("latency_ms", 1e9))}
-        study.tell(trial, [worst.get(n, -1e30) for n, _ in self.space.objectives])  # zero-cost scores: lowest
+        study.tell(trial, [OBJECTIVES[n].worst(cost) for n, _ in self.space.objectives])
 
     def _tell_duplicate(self, study: optuna.Study, trial: optuna.Trial, cfg: MobileFormerConfig,
                         prev: optuna.trial.FrozenTrial) -> None:
@@ -595,4 +593,3 @@ class OptunaSearch:
         trial.set_user_attr("duplicate_of", prev.number)
         _optuna.set_constraints(trial, constraint_values(dict(prev.user_attrs), self.space.budget))
         study.tell(trial, list(prev.values))
-

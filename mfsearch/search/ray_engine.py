@@ -209,3 +209,15 @@ def run_ray(space: Space, ref: StudyRef, num_classes: int, address: str | None =
     st = engine.stats
     return SearchSummary(space.name, len(evaluated(engine.open())), st["trained"], st["duplicates"],
                          st["infeasible"], st["failed"], refs, time.perf_counter() - t0)
+
+
+def run_ray_engine(space: Space, ref: StudyRef, num_classes: int, workers: int, progress: bool = True,
+                   allow_change: bool = False) -> SearchSummary:
+    """The Ray engine as the engine registry calls it; ``workers``: trials at once when
+    ``search.max_concurrent`` is not set."""
+    import sys
+
+    s = space.search
+    return run_ray(space, ref, num_classes, s.address, s.cpus_per_trial, s.gpus_per_trial,
+                   s.max_concurrent or (workers if workers > 1 else None), s.asha,
+                   log=lambda m: print(m, file=sys.stderr, flush=True), allow_change=allow_change)

@@ -1,4 +1,5 @@
-"""Several worker processes on one study (the Optuna engine's ``--workers N`` / ``search.workers``).
+"""Running the Optuna engine: in this process, or in several worker processes on one study
+(``--workers N`` / ``search.workers``).
 
 Each worker is a spawned process running :class:`~mfsearch.search.optuna_engine.OptunaSearch`
 on the shared store; their trial lines come back to the parent, which shows one progress bar.
@@ -168,3 +169,13 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
     count = lambda st: sum(t.user_attrs.get("status") == st for t in trials)  # noqa: E731
     return SearchSummary(space.name, len(after), len(after) - before, count("duplicate"), count("over_budget"),
                          count("failed"), len(space.reference_names()), time.perf_counter() - t0)
+
+
+def run_optuna(space: Any, ref: Any, num_classes: int, workers: int, progress: bool = True,
+               allow_change: bool = False) -> Any:
+    """The Optuna engine (the registry's ``optuna``): ask/tell here, or in ``workers`` processes sharing the study."""
+    if workers == 1:
+        from .optuna_engine import OptunaSearch
+
+        return OptunaSearch(space, ref, progress=progress, allow_change=allow_change).run(num_classes)
+    return run_workers(space, ref, workers, num_classes, progress=progress, allow_change=allow_change)

@@ -10,8 +10,8 @@ import math
 from typing import Any
 
 from ..models import ConfigError
-from .sample import knob_dists, sample_config, within_budget
-from .spec import Dist, Space
+from .sample import knob_dists, sample_config
+from .spec import Dist, Space, within_budget
 
 
 def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..models import BlockConfig, ConfigError, MobileFormerConfig, complexity
-from .spec import Budget, Dist, Space
+from ..models import BlockConfig, ConfigError, MobileFormerConfig
+from .spec import Dist, Space
 
 Suggest = Callable[[str, Dist], Any]
 
@@ -99,25 +99,6 @@ def sample_config(space: Space, suggest: Suggest, num_classes: int = 1000) -> Mo
     changes["num_classes"] = num_classes
     cfg = base.replace(**changes)
     return cfg.replace(name="")
-
-
-def within_budget(cfg: MobileFormerConfig, budget: Budget) -> tuple[bool, dict[str, int]]:
-    """``(fits, cost)``: cost holds MACs and params at the budget's input size (1000 classes)."""
-    cx = complexity(cfg.replace(num_classes=1000) if cfg.num_classes != 1000 else cfg, budget.input_size)
-    fits = (budget.macs is None or cx.macs <= budget.macs) and (budget.params is None or cx.params <= budget.params)
-    return fits, {"macs": cx.macs, "params": cx.params}
-
-
-def constraint_values(cost: dict[str, Any], budget: Budget) -> dict[str, float]:
-    """Optuna constraints by name (<= 0 feasible): the relative excess over each budget."""
-    out = {}
-    if budget.macs is not None:
-        out["macs"] = cost["macs"] / budget.macs - 1.0
-    if budget.params is not None:
-        out["params"] = cost["params"] / budget.params - 1.0
-    if budget.latency_ms is not None:  # measured before training; unknown (infeasible MACs) counts as over
-        out["latency"] = cost["latency_ms"] / budget.latency_ms - 1.0 if "latency_ms" in cost else 1.0
-    return out
 
 
 def check_space_buildable(space: Space) -> tuple[str, str] | None:

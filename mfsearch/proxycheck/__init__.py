@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .models import PAPER, MobileFormerConfig, get_config
-from .space import Space
+from ..evaluation.zero_cost import PROXIES
+from ..models import PAPER, MobileFormerConfig, get_config
+from ..space import Space
 
 PAPER_MODELS = tuple(sorted(PAPER, key=lambda n: -PAPER[n].top1))
-ZC_PROXIES = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot", "params", "macs")
 BOOTSTRAP = 2000
 
 
@@ -106,7 +106,7 @@ def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP
 
 def check_dir(space: Space, runs: str | Path | None = None) -> Path:
     """``runs/proxy-check/<space name>-<eval_id>``: one folder per distinct evaluation setting."""
-    from .store import runs_dir
+    from ..store import runs_dir
 
     return runs_dir(runs) / "proxy-check" / f"{space.name}-{space.evaluation.eval_id()}"
 
@@ -150,8 +150,8 @@ def _train_job(cfg_dict: dict, ev_dict: dict, threads: int | None) -> dict[str, 
     """
     import torch
 
-    from .evaluation.train import TrialFailed, proxy_data, train_and_evaluate
-    from .space.spec import Evaluation
+    from ..evaluation.settings import Evaluation
+    from ..evaluation.train import TrialFailed, proxy_data, train_and_evaluate
 
     before = torch.get_num_threads()
     try:
@@ -174,8 +174,8 @@ def _train_job(cfg_dict: dict, ev_dict: dict, threads: int | None) -> dict[str, 
 def _zero_cost_job(cfg_dict: dict, ev_dict: dict, batch_size: int, threads: int | None) -> dict[str, Any]:
     import torch
 
-    from .evaluation.zero_cost import batch_from, score
-    from .space.spec import Evaluation
+    from ..evaluation.settings import Evaluation
+    from ..evaluation.zero_cost import batch_from, score
 
     if threads:
         torch.set_num_threads(threads)
@@ -183,7 +183,7 @@ def _zero_cost_job(cfg_dict: dict, ev_dict: dict, batch_size: int, threads: int 
     x, y, ncls = batch_from(ev, batch_size)
     cfg = MobileFormerConfig.from_dict(cfg_dict).replace(num_classes=ncls)
     out: dict[str, Any] = {"scores": {}, "seconds": {}}
-    for name in ZC_PROXIES:
+    for name in PROXIES:
         t0 = time.perf_counter()
         out["scores"][name] = score(name, cfg, x, y, seed=ev.seed)
         out["seconds"][name] = round(time.perf_counter() - t0, 4)
@@ -324,8 +324,8 @@ def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callab
 
 def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileFormerConfig]:
     """``n`` distinct architectures of the space within its (analytic) budget, seeded."""
-    from .models import ConfigError
-    from .space import random_suggest, sample_config, within_budget
+    from ..models import ConfigError
+    from ..space import random_suggest, sample_config, within_budget
 
     out: dict[str, MobileFormerConfig] = {}
     for s in range(seed, seed + 200 * n):
@@ -430,7 +430,7 @@ def summarise_zero_cost(records: list[dict], bootstrap_seed: int = 0) -> dict[st
     ids = sorted(set(scores) & set(accs))
     paper = [r for r in records if r["kind"] == "paper" and "scores" in r]
     rows = []
-    for p in ZC_PROXIES:
+    for p in PROXIES:
         x = [scores[i]["scores"][p] for i in ids]
         y = [accs[i] for i in ids]
         s, k = rank_correlations(x, y)
@@ -499,12 +499,11 @@ def zero_cost_markdown(s: dict[str, Any]) -> str:
 
 
 def plot_paper(space: Space, records: list[dict], s: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+    """Proxy top-1 against ImageNet top-1 of the paper models (each seed, and mean +/- std), written to ``path``."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     for r in records:
         ax.scatter(r["imagenet_top1"], r["accuracy"], s=12, color="0.6", zorder=2)
     for r in s["rows"]:
@@ -517,5 +516,4 @@ def plot_paper(space: Space, records: list[dict], s: dict[str, Any], path: Path)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

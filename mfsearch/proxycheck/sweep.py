@@ -38,10 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .fields import Ctx, int_field, load_yaml, located, mapping_field, no_unknown
-from .models import PAPER
-from .proxycheck import (
+from ..errors import InputError
+from ..evaluation.settings import Evaluation, parse_evaluation
+from ..fields import Ctx, int_field, load_yaml, located, mapping_field, no_unknown
+from ..models import PAPER
+from ..space import Space
+from ..space.parse import parse_name
+from . import (
     BOOTSTRAP,
     PAPER_MODELS,
     Job,
@@ -55,8 +58,6 @@ from .proxycheck import (
     select_records,
     summarise_paper,
 )
-from .space import Space
-from .space.spec import Evaluation, _parse_evaluation, parse_name
 
 #: The goals a setting is held to: mean per-seed Spearman, and lower end of the 95% interval of the
 #: Spearman of the seed means (with at least ``GOAL_SEEDS`` whole seeds).
@@ -165,7 +166,7 @@ def load_sweep(path: str | Path, space: Space) -> Sweep:
         if not re.fullmatch(SETTING_NAME, sname):
             raise ctx.err(f"settings.{sname}", "a setting name is 1-64 letters, digits, '_', '.', '+', '-'")
         over = mapping_field(ctx, over, f"settings.{sname}")
-        ev = _parse_evaluation(_SettingCtx(path, lines, sname), {**base, **over})
+        ev = parse_evaluation(_SettingCtx(path, lines, sname), {**base, **over})
         s = Setting(sname, dict(over), ev)
         key = (ev.eval_id(), *s.variant)
         if key in seen:
@@ -176,7 +177,7 @@ def load_sweep(path: str | Path, space: Space) -> Sweep:
 
 
 def sweep_dir(sweep: Sweep, runs: str | Path | None = None) -> Path:
-    from .store import runs_dir
+    from ..store import runs_dir
 
     return runs_dir(runs) / "proxy-check" / f"sweep-{sweep.name}"
 
@@ -195,8 +196,8 @@ def _probe_job(name: str, ev_dict: dict, steps: int, warmup: int) -> dict[str, f
     """CPU seconds of one training step, one recalibration batch and one validation batch of ``name``."""
     import torch
 
-    from .evaluation.train import TrainStep, seed_everything
-    from .models import MobileFormer, get_config
+    from ..evaluation.train import TrainStep, seed_everything
+    from ..models import MobileFormer, get_config
 
     ev = Evaluation(**ev_dict)
     torch.set_num_threads(ev.threads or 1)
@@ -230,7 +231,7 @@ def _data_probe_job(ev_dict: dict) -> float:
     """CPU seconds to load and prepare one setting's data (once per run)."""
     import torch
 
-    from .evaluation.train import _DATA_CACHE, proxy_data
+    from ..evaluation.train import _DATA_CACHE, proxy_data
 
     ev = Evaluation(**ev_dict)
     torch.set_num_threads(ev.threads or 1)

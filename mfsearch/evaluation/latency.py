@@ -25,7 +25,9 @@ from typing import Any
 
 import torch
 
-from .models import MobileFormer, MobileFormerConfig, inference_model
+from ..fields import Ctx, choice_field, int_field, mapping_field, no_unknown
+from ..models import MobileFormer, MobileFormerConfig, inference_model
+from .settings import valid_device
 
 RUNTIMES = ("jit", "eager", "compile")
 
@@ -149,3 +151,23 @@ def measure_latency(cfg: MobileFormerConfig, settings: LatencySettings | None = 
                        torch=torch.__version__)
     finally:
         torch.set_num_threads(saved_threads)
+
+
+def parse_latency(ctx: Ctx, raw: Any) -> LatencySettings:
+    d = mapping_field(ctx, raw, "latency")
+    no_unknown(ctx, d, {f.name for f in dataclasses.fields(LatencySettings)}, "latency")
+    kw: dict[str, Any] = {}
+    if "device" in d:
+        dev = d["device"]
+        if not valid_device(dev):
+            raise ctx.err("latency.device", f"must be cpu, cuda, cuda:N or auto, got {dev!r}")
+        kw["device"] = dev
+    if "threads" in d:
+        kw["threads"] = int_field(ctx, d["threads"], "latency.threads", 1, 1024, optional=True)
+    if "runtime" in d:
+        kw["runtime"] = choice_field(ctx, d["runtime"], "latency.runtime", ("auto", *RUNTIMES))
+    for k, (lo, hi) in {"input_size": (8, 4096), "batch": (1, 4096), "warmup": (0, 10000),
+                        "runs": (1, 100000)}.items():
+        if k in d:
+            kw[k] = int_field(ctx, d[k], f"latency.{k}", lo, hi)
+    return LatencySettings(**kw)

@@ -11,9 +11,9 @@ from typing import Any
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     """The space file, with ``--set evaluation.KEY=VALUE`` overrides applied and validated as if in the file."""
-    from .errors import InputError
-    from .fields import load_yaml, parse_yaml
-    from .space.spec import space_from_data
+    from ..errors import InputError
+    from ..fields import load_yaml, parse_yaml
+    from ..space.parse import space_from_data
 
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
@@ -35,8 +35,8 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
 
 
 def _models(arg: str | None) -> tuple[str, ...] | None:
-    from .errors import InputError
-    from .proxysweep import model_names
+    from ..errors import InputError
+    from .sweep import model_names
 
     if not arg:
         return None
@@ -44,9 +44,9 @@ def _models(arg: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_proxy_check(args: argparse.Namespace) -> int:
-    from .errors import InputError
-    from .evaluation.data import MfsearchDataError
-    from .proxycheck import JobsFailed
+    from ..errors import InputError
+    from ..evaluation.data import MfsearchDataError
+    from . import JobsFailed
 
     space = _space_with(args.space, args.set or [])
     models = _models(args.models)
@@ -72,7 +72,7 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None, log: Any) -> int:
-    from .proxycheck import (
+    from . import (
         PAPER_MODELS,
         CheckOptions,
         check_dir,
@@ -89,8 +89,8 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
                         zero_cost=args.zero_cost, sample=args.sample, batch_size=args.batch_size,
                         report_only=args.report_only)
     if args.zero_cost:  # the proxies score one minibatch of the first training epoch: it must fit in one
-        from .errors import InputError
-        from .evaluation.train import proxy_data
+        from ..errors import InputError
+        from ..evaluation.train import proxy_data
 
         loader = proxy_data(space.evaluation).train
         have = len(loader) * loader.batch_size
@@ -129,7 +129,7 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
 def _sweep(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None, log: Any) -> int:
     import dataclasses
 
-    from .proxysweep import (
+    from .sweep import (
         estimate_costs,
         estimate_markdown,
         load_sweep,
