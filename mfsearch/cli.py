@@ -95,7 +95,8 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     lat.add_argument("models", nargs="+", help="preset names or config .yaml files")
     lat.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     lat.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    lat.add_argument("--runtime", default="auto", help="auto (jit on CPU, eager on CUDA), jit, eager or compile")
+    lat.add_argument("--runtime", default="auto",
+                     help="auto (onnxruntime on CPU, eager on CUDA), onnxruntime, eager, compile, jit (deprecated)")
     lat.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
     lat.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     lat.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
@@ -122,7 +123,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_latency(args: argparse.Namespace) -> int:
     import re
 
-    from .latency import RUNTIMES, LatencySettings, measure_latency
+    from .latency import CPU_ONLY, DEPRECATED, RUNTIMES, LatencySettings, measure_latency
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", args.device):
         raise UsageError(f"--device: must be cpu, cuda, cuda:N or auto, got {args.device!r}")
@@ -140,29 +141,57 @@ def cmd_latency(args: argparse.Namespace) -> int:
         raise UsageError(f"--runtime: choose one of auto, {', '.join(RUNTIMES)}")
     settings = LatencySettings(device=args.device, threads=args.threads, runtime=args.runtime,
                                input_size=args.input_size, batch=args.batch, warmup=args.warmup, runs=args.runs)
+    runtime = settings.resolved_runtime()
+    if runtime in CPU_ONLY and args.device != "cpu":
+        raise UsageError(f"--runtime {runtime}: measures on the CPU; use --device cpu, or --runtime eager on "
+                         f"{args.device}")
+    if runtime == "onnxruntime":
+        from .deploy.runtime import RuntimeMissing, import_onnx, import_onnxruntime
+
+        try:
+            import_onnxruntime()
+            import_onnx()
+        except RuntimeMissing as e:
+            raise UsageError(f"--runtime {args.runtime}: {e}") from None
+    if runtime in DEPRECATED:
+        print(f"mfsearch: warning: {DEPRECATED[runtime]}", file=sys.stderr)
     rows = []
     for spec in args.models:
         cfg = _resolve(spec)
-        lat = measure_latency(cfg, settings)
+        from .deploy.onnx_graph import ExportError
+
+        try:
+            lat = measure_latency(cfg, settings, notify=lambda m: None)  # said once above
+        except ExportError as e:
+            raise UsageError(f"{spec}: cannot export it for {runtime} ({e}); measure it with --runtime eager") from None
         rows.append({"model": cfg.name or spec, "arch_id": cfg.arch_id, **lat.to_dict()})
         if not args.json:
             if len(rows) == 1:
-                print(f"{lat.device}, runtime {lat.runtime}, batch {lat.batch}, {lat.input_size}x{lat.input_size}, "
-                      f"median of {lat.runs} runs after {settings.warmup} warm-up, torch {lat.torch}")
-                print(f"{'model':<28}{'median ms':>11}{'p10':>9}{'p90':>9}{'build s':>9}")
-            print(f"{rows[-1]['model']:<28}{lat.median_ms:>11.2f}{lat.p10_ms:>9.2f}{lat.p90_ms:>9.2f}{lat.build_s:>9.1f}",
-                  flush=True)
+                print(f"{lat.device}, runtime {lat.runtime} ({lat.runtime_version}), batch {lat.batch}, "
+                      f"{lat.input_size}x{lat.input_size}, median of {lat.runs} runs after {settings.warmup} warm-up, "
+                      f"load {_loadavg()}")
+                print(f"{'model':<28}{'median ms':>11}{'p10':>9}{'p90':>9}{'build s':>9}{'cpu ms':>9}")
+            cpu = f"{lat.cpu_median_ms:>9.2f}" if lat.cpu_median_ms is not None else f"{'-':>9}"
+            print(f"{rows[-1]['model']:<28}{lat.median_ms:>11.2f}{lat.p10_ms:>9.2f}{lat.p90_ms:>9.2f}{lat.build_s:>9.2f}"
+                  f"{cpu}", flush=True)
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     return 0
 
 
+def _loadavg() -> str:
+    from .deploy.latency_table import loadavg
+
+    return loadavg()
+
+
 def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from .ablation.commands import register as ablation
+    from .deploy.commands import register as deploy
     from .proxycheck_commands import register as proxy_check
     from .search.commands import register as search
 
-    return [search, ablation, proxy_check]
+    return [search, ablation, proxy_check, deploy]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
