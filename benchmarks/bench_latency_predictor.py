@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--configs", type=int, default=50, help="seeded space configs measured for accuracy")
     ap.add_argument("--seed", type=int, default=0, help="first seed of those configs")
     ap.add_argument("--speed-configs", type=int, default=20000, help="configs predicted in the speed test")
-    ap.add_argument("--runs", type=int, default=30, help="timed runs per measured config")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per measured config and pass")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved passes over the measured configs")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--json", default=None, help="also write the accuracy rows to this file")
     args = ap.parse_args()
@@ -62,8 +63,8 @@ def main() -> None:
     configs = [(f"{space.name}/seed{s}", c) for s, c in sample_space_configs(space, args.configs, args.seed)]
     configs += [(p, get_config(p)) for p in list_models()]
     print(f"accuracy: {table.path} ({table.device}, {table.runtime_version}, {table.threads} thread(s), "
-          f"statistic {table.statistic})")
-    res = evaluate_table(table, configs, runs=args.runs, log=print)
+          f"statistic {table.statistic}, {args.rounds} interleaved passes of {args.runs} runs)")
+    res = evaluate_table(table, configs, runs=args.runs, rounds=args.rounds, log=print)
     for label, rows in (("space configs", [r for r in res["rows"] if "/seed" in r["config"]]),
                         ("presets", [r for r in res["rows"] if "/seed" not in r["config"]]), ("all", res["rows"])):
         a = accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])

@@ -73,9 +73,12 @@ class Latency:
     input_size: int
     batch: int
     torch: str
-    #: median CPU time of the process per run (CPU only): on a shared machine the wall clock also counts the
-    #: time other processes hold the core; with one thread this is the latency of an idle core
+    #: CPU time of the process per run (CPU only), median and minimum, and the wall clock's minimum: on a
+    #: shared machine the wall clock also counts the time other processes hold the core; with one thread the
+    #: CPU time is the latency of an idle core, and its minimum the figure least disturbed by neighbours
     cpu_median_ms: float | None = None
+    cpu_min_ms: float | None = None
+    min_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,6 +216,7 @@ def measure_latency(cfg: MobileFormerConfig, settings: LatencySettings | None = 
                        runtime_version=runtime_version(runtime),
                        threads=s.threads if device.type == "cpu" else None, input_size=s.input_size, batch=s.batch,
                        torch=torch.__version__,
-                       cpu_median_ms=round(statistics.median(cpu), 4) if device.type == "cpu" else None)
+                       cpu_median_ms=round(statistics.median(cpu), 4) if device.type == "cpu" else None,
+                       cpu_min_ms=round(min(cpu), 4) if device.type == "cpu" else None, min_ms=round(min(times), 4))
     finally:
         torch.set_num_threads(saved_threads)

@@ -79,7 +79,8 @@ def cmd_table_build(args: argparse.Namespace) -> int:
     if args.runtime not in RUNTIMES:
         raise _usage_error(f"--runtime: a latency table is measured on {', '.join(RUNTIMES)}; got {args.runtime!r}")
     for name, v, lo, hi in (("--threads", args.threads, 1, 1024), ("--input-size", args.input_size, 32, 4096),
-                            ("--calibration", args.calibration, 0, 1000), ("--max-units", args.max_units, 1, 10**6)):
+                            ("--calibration", args.calibration, 0, 1000), ("--max-units", args.max_units, 1, 10**6),
+                            ("--rounds", args.rounds, 1, 100)):
         if not lo <= v <= hi:
             raise _usage_error(f"{name}: must be in [{lo}, {hi}], got {v}")
     try:
@@ -111,7 +112,7 @@ def cmd_table_build(args: argparse.Namespace) -> int:
     meta = {"space": str(args.space or ""), "space_name": name, "presets": presets}
     try:
         table = build_table(keys, calibration, threads=args.threads, input_size=args.input_size,
-                            statistic=None if args.statistic == "auto" else args.statistic,
+                            rounds=args.rounds, statistic=None if args.statistic == "auto" else args.statistic,
                             log=lambda m: print(m, file=sys.stderr, flush=True), meta=meta)
         table.save(out)
     except _input_errors() as e:
@@ -176,7 +177,7 @@ def cmd_table_check(args: argparse.Namespace) -> int:
     if not configs:
         raise _usage_error("--space / --no-presets: no configs to check")
     try:
-        res = evaluate_table(table, configs, runs=args.runs, log=None if args.json else print)
+        res = evaluate_table(table, configs, runs=args.runs, rounds=args.rounds, log=None if args.json else print)
     except ValueError as e:
         raise _usage_error(f"--seed: {e}") from None
     if args.json:
@@ -219,9 +220,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--calibration", type=int, default=20,
                    help="seeded configs of the space measured end to end to fit the correction (default 20)")
     b.add_argument("--no-presets", action="store_true", help="leave out the units of the seven presets")
-    b.add_argument("--statistic", default="auto", choices=("auto", "cpu", "wall"),
-                   help="what an entry holds: median CPU time per run (auto with 1 thread: immune to other "
-                        "processes) or wall clock (auto with more threads)")
+    b.add_argument("--statistic", default="auto", choices=("auto", "cpu_min", "cpu", "wall_min", "wall"),
+                   help="what an entry holds: the minimum or median CPU time per run, or of the wall clock "
+                        "(auto: cpu_min with 1 thread, wall_min with more: least disturbed by other processes)")
+    b.add_argument("--rounds", type=int, default=2, help="interleaved passes over the calibration configs (default 2)")
     b.add_argument("--max-units", type=int, default=20000, help="refuse spaces with more units (default 20000)")
     b.add_argument("--runs-dir", default=None, help="where the default table path lives (default runs)")
     b.set_defaults(func=cmd_table_build)
@@ -242,5 +244,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--configs", type=int, default=50, help="seeded space configs (default 50)")
             p.add_argument("--seed", type=int, default=0, help="first seed of the space configs (default 0)")
             p.add_argument("--runs", type=int, default=30, help="timed runs per measured config (default 30)")
+            p.add_argument("--rounds", type=int, default=2, help="interleaved passes over the configs (default 2)")
             p.add_argument("--no-presets", action="store_true", help="leave out the seven presets")
             p.set_defaults(func=cmd_table_check)

@@ -48,7 +48,8 @@ from .onnx_graph import DEFAULT_OPSET, Graph
 FORMAT = "mfsearch-latency-table"
 VERSION = 1
 RUNTIMES = ("onnxruntime",)
-STATISTICS = ("cpu", "wall")
+#: what a table entry (and the measurement it is judged against) holds -> the attribute of a timing
+STATISTICS = {"cpu_min": "cpu_min_ms", "cpu": "cpu_median_ms", "wall_min": "min_ms", "wall": "median_ms"}
 CALIBRATION_SEED = 1_000_003  # calibration configs: seeds from here on (accuracy checks use small seeds)
 
 Key = tuple
@@ -307,9 +308,11 @@ class Timing:
     p90_ms: float
     runs: int
     cpu_median_ms: float
+    cpu_min_ms: float
+    min_ms: float
 
     def value(self, statistic: str) -> float:
-        return self.cpu_median_ms if statistic == "cpu" else self.median_ms
+        return getattr(self, STATISTICS[statistic])
 
 
 def time_session(sess: Any, feeds: dict[str, np.ndarray], warmup: int = 5, min_runs: int = 25,
@@ -337,7 +340,7 @@ def time_session(sess: Any, feeds: dict[str, np.ndarray], warmup: int = 5, min_r
         times.append(dt)
         total += dt
     q = statistics.quantiles(times, n=10)
-    return Timing(statistics.median(times), q[0], q[-1], len(times), statistics.median(cpu))
+    return Timing(statistics.median(times), q[0], q[-1], len(times), statistics.median(cpu), min(cpu), min(times))
 
 
 def measure_unit(key: Key, threads: int, opset: int = DEFAULT_OPSET, seed: int = 0, **timing: Any) -> Timing:
@@ -385,7 +388,7 @@ class Prediction:
 
 @dataclass
 class LatencyTable:
-    """Unit latencies measured on one machine (median ms by unit key) plus the end-to-end correction."""
+    """Unit latencies measured on one machine (ms by unit key, under ``statistic``) plus the end-to-end correction."""
 
     device: str
     runtime: str
@@ -393,7 +396,7 @@ class LatencyTable:
     threads: int
     input_size: int
     opset: int = DEFAULT_OPSET
-    statistic: str = "cpu"  # what an entry holds: median CPU time per run ("cpu") or wall clock ("wall")
+    statistic: str = "cpu_min"  # what an entry holds: a key of STATISTICS
     entries: dict[Key, float] = field(default_factory=dict)
     extra: dict[Key, dict[str, Any]] = field(default_factory=dict)  # p10/p90/runs/macs/elems by key
     scale: float = 1.0
@@ -402,6 +405,7 @@ class LatencyTable:
     meta: dict[str, Any] = field(default_factory=dict)
     path: str = ""
     _fits: dict[str, Any] = field(default_factory=dict, repr=False)
+    _estimates: dict[Key, float] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ predicting
     def correct(self, summed: float, units: int) -> float:
@@ -409,6 +413,8 @@ class LatencyTable:
 
     def estimate(self, key: Key) -> float:
         """A missing unit's latency from the table's entries of its kind (least squares on 1, MACs, elements)."""
+        if key in self._estimates:
+            return self._estimates[key]
         kind = key[0]
         if kind not in self._fits:
             rows = [(k, ms) for k, ms in self.entries.items() if k[0] == kind]
@@ -421,7 +427,9 @@ class LatencyTable:
             else:  # too few to fit: proportional to MACs
                 coef = np.array([0.0, y.sum() / max(feats[:, 1].sum(), 1.0), 0.0])
             self._fits[kind] = coef
-        return float(max(np.dot(self._fits[kind], self._features(key)), 0.0))
+        est = float(max(np.dot(self._fits[kind], self._features(key)), 0.0))
+        self._estimates[key] = est
+        return est
 
     def _features(self, key: Key) -> tuple[float, float, float]:
         info = self.extra.get(key)
@@ -453,10 +461,11 @@ class LatencyTable:
     def add(self, key: Key, t: Timing, on_demand: bool = False) -> None:
         macs, elems = unit_complexity(key)
         self.entries[key] = round(t.value(self.statistic), 5)
-        self.extra[key] = {"wall_ms": round(t.median_ms, 5), "cpu_ms": round(t.cpu_median_ms, 5),
+        self.extra[key] = {**{k: round(t.value(k), 5) for k in STATISTICS},
                            "wall_p10": round(t.p10_ms, 5), "wall_p90": round(t.p90_ms, 5), "runs": t.runs,
                            "macs": macs, "elems": elems, **({"on_demand": True} if on_demand else {})}
         self._fits.clear()
+        self._estimates.clear()
 
     # ------------------------------------------------------------------ where it is valid
     def mismatch(self, threads: int | None = None, input_size: int | None = None,
@@ -608,28 +617,61 @@ def sample_space_configs(space: Any, n: int, seed: int) -> list[tuple[int, Mobil
 
 
 def default_statistic(threads: int) -> str:
-    """``cpu`` with one thread (immune to other processes on a shared machine), else ``wall``.
+    """``cpu_min`` with one thread, ``wall_min`` with more: the figures other processes disturb least.
 
     With one intra-op thread the graph runs on the calling thread, so the CPU time of a run is its
     latency on an idle core; the wall clock adds whatever time other processes hold the core (3x
-    for Mobile-Former-294M on this 2-core machine at load 6). With more threads CPU time adds the
-    threads up (and their spinning), so only the wall clock means latency.
+    for Mobile-Former-294M on a shared 2-core machine at load 6). Neighbours still slow the CPU
+    time down (shared caches and memory bandwidth), in bursts: there the median CPU time of the
+    same unit varied by +/-20% between repeats and its minimum by +/-2%. With more threads the CPU
+    time adds the threads up (and their spinning), so only the wall clock means latency.
     """
-    return "cpu" if threads == 1 else "wall"
+    return "cpu_min" if threads == 1 else "wall_min"
 
 
 def measured(lat: Any, statistic: str) -> float:
-    """A :class:`mfsearch.latency.Latency`'s value under ``statistic``."""
-    return lat.cpu_median_ms if statistic == "cpu" else lat.median_ms
+    """A :class:`mfsearch.latency.Latency`'s (or :class:`Timing`'s) value under ``statistic``."""
+    return float(getattr(lat, STATISTICS[statistic]))
+
+
+def measure_configs(configs: Sequence[MobileFormerConfig], threads: int, input_size: int, statistic: str,
+                    rounds: int = 2, runs: int = 30, warmup: int = 5,
+                    log: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """End-to-end latency of ``configs`` in ``rounds`` interleaved passes (each config once per pass).
+
+    Neighbours disturb a shared machine in bursts; spreading a config's runs over passes minutes
+    apart and combining them (the minimum of the passes for a ``*_min`` statistic, else the median)
+    keeps one burst from setting the figure. Each row: ``measured_ms`` under ``statistic``, the
+    wall and CPU medians, and the load average of the last pass.
+    """
+    from ..latency import LatencySettings, measure_latency
+
+    settings = LatencySettings(device="cpu", threads=threads, runtime="onnxruntime", input_size=input_size,
+                               warmup=warmup, runs=runs)
+    passes: list[list[Any]] = [[] for _ in configs]
+    loads = [""] * len(configs)
+    for _ in range(max(1, rounds)):
+        for i, cfg in enumerate(configs):
+            passes[i].append(measure_latency(cfg, settings))
+            loads[i] = loadavg()
+    rows = []
+    for i, lats in enumerate(passes):
+        combine = min if statistic.endswith("_min") else statistics.median
+        row = {"measured_ms": round(combine(measured(x, statistic) for x in lats), 4),
+               "wall_ms": round(statistics.median(x.median_ms for x in lats), 4),
+               "cpu_ms": round(statistics.median(x.cpu_median_ms for x in lats), 4),
+               "passes": [round(measured(x, statistic), 4) for x in lats], "load": loads[i]}
+        rows.append(row)
+        if log:
+            log(i, len(configs), row)
+    return rows
 
 
 def build_table(keys: Iterable[Key], calibration: Sequence[MobileFormerConfig], threads: int = 1,
                 input_size: int = 224, opset: int = DEFAULT_OPSET, warmup: int = 5, min_runs: int = 25,
-                min_ms: float = 40.0, e2e_runs: int = 30, statistic: str | None = None,
+                min_ms: float = 40.0, e2e_runs: int = 30, rounds: int = 2, statistic: str | None = None,
                 log: Callable[[str], None] | None = None, meta: dict[str, Any] | None = None) -> LatencyTable:
     """Measure every unit of ``keys`` and the ``calibration`` configs end to end; fit the correction."""
-    from ..latency import LatencySettings, measure_latency
-
     say = log or (lambda m: None)
     statistic = statistic or default_statistic(threads)
     if statistic not in STATISTICS:
@@ -654,18 +696,17 @@ def build_table(keys: Iterable[Key], calibration: Sequence[MobileFormerConfig], 
             say(f"latency table: {i}/{len(keys)} units measured ({time.perf_counter() - t0:.0f} s, "
                 f"load {loadavg()})")
     units_s = time.perf_counter() - t0
-    settings = LatencySettings(device="cpu", threads=threads, runtime="onnxruntime", input_size=input_size,
-                               warmup=warmup, runs=e2e_runs)
-    rows = []
-    for j, cfg in enumerate(calibration, 1):
-        lat = measure_latency(cfg, settings)
-        keys_c = unit_keys(cfg, input_size)
-        summed = sum(table.entries[k] if k in table.entries else table.estimate(k) for k in keys_c)
-        rows.append({"arch_id": cfg.arch_id, "name": cfg.name, "measured_ms": measured(lat, statistic),
-                     "wall_ms": lat.median_ms, "cpu_ms": lat.cpu_median_ms, "summed_ms": round(summed, 5),
-                     "units": len(keys_c), "load": loadavg()})
-        say(f"latency table: calibration {j}/{len(calibration)}: measured {measured(lat, statistic):.2f} ms "
-            f"({statistic}), sum of units {summed:.2f} ms")
+
+    def note(i: int, n: int, row: dict[str, Any]) -> None:
+        say(f"latency table: calibration {i + 1}/{n}: measured {row['measured_ms']:.2f} ms ({statistic}), "
+            f"sum of units {sums[i]:.2f} ms")
+
+    sums = [sum(table.entries[k] if k in table.entries else table.estimate(k) for k in unit_keys(c, input_size))
+            for c in calibration]
+    rows = measure_configs(calibration, threads, input_size, statistic, rounds, e2e_runs, warmup, note)
+    for cfg, row, summed in zip(calibration, rows, sums):
+        row.update({"arch_id": cfg.arch_id, "name": cfg.name, "summed_ms": round(summed, 5),
+                    "units": len(unit_keys(cfg, input_size))})
     table.scale, table.offset_ms, table.per_unit_ms = fit_correction(
         [r["summed_ms"] for r in rows], [r["units"] for r in rows], [r["measured_ms"] for r in rows])
     table.meta = {
@@ -673,7 +714,7 @@ def build_table(keys: Iterable[Key], calibration: Sequence[MobileFormerConfig], 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "measurement": {"warmup": warmup, "min_runs": min_runs, "min_ms": min_ms, "e2e_runs": e2e_runs,
-                        "statistic": f"median {statistic} time per run"},
+                        "e2e_rounds": rounds},
         "build_s": round(time.perf_counter() - t0, 1), "units_s": round(units_s, 1),
         "load_start": load0, "load_end": loadavg(),
         "calibration": rows, "skipped": skipped,
@@ -700,32 +741,33 @@ def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> dict[str,
 
 
 def evaluate_table(table: LatencyTable, configs: Sequence[tuple[str, MobileFormerConfig]], runs: int = 30,
-                   warmup: int = 5, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Predicted vs measured end-to-end latency (ONNX Runtime, the table's settings) of ``configs``.
+                   warmup: int = 5, rounds: int = 2, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Predicted vs measured end-to-end latency (ONNX Runtime, the table's settings and statistic) of ``configs``.
 
-    Configs whose arch_id calibrated the table are refused (ValueError): they would flatter it.
+    Measured as the table's calibration was (:func:`measure_configs`, ``rounds`` interleaved
+    passes). Configs whose arch_id calibrated the table are refused (ValueError): they would flatter it.
     """
-    from ..latency import LatencySettings, measure_latency
-
     used = {r["arch_id"] for r in table.meta.get("calibration", [])}
     clash = [label for label, cfg in configs if cfg.arch_id in used]
     if clash:
         raise ValueError(f"configs {', '.join(clash)} calibrated this table; judge it on others")
-    settings = LatencySettings(device="cpu", threads=table.threads, runtime="onnxruntime",
-                               input_size=table.input_size, warmup=warmup, runs=runs)
-    rows = []
-    for label, cfg in configs:
-        pred = table.predict(cfg)
-        lat = measure_latency(cfg, settings)
-        m = measured(lat, table.statistic)
-        rows.append({"config": label, "arch_id": cfg.arch_id, "predicted_ms": round(pred.ms, 4),
-                     "summed_ms": round(pred.summed_ms, 4), "units": len(pred.units), "measured_ms": m, "wall_ms": lat.median_ms, "cpu_ms": lat.cpu_median_ms,
-                     "error_pct": round((pred.ms / m - 1) * 100, 2), "estimated_units": pred.missing,
-                     "load": loadavg()})
+    preds = [table.predict(cfg) for _, cfg in configs]
+
+    def note(i: int, n: int, row: dict[str, Any]) -> None:
         if log:
-            log(f"{label:<24} predicted {pred.ms:8.2f} ms  measured {m:8.2f} ms ({table.statistic}; wall "
-                f"{lat.median_ms:.2f})  {rows[-1]['error_pct']:+.1f}%  load {rows[-1]['load']}")
-    out = {"statistic": table.statistic, "rows": rows,
+            p = preds[i].ms
+            log(f"{configs[i][0]:<24} predicted {p:8.2f} ms  measured {row['measured_ms']:8.2f} ms "
+                f"({table.statistic}; wall median {row['wall_ms']:.2f})  {(p / row['measured_ms'] - 1) * 100:+.1f}%  "
+                f"load {row['load']}")
+
+    rows = measure_configs([c for _, c in configs], table.threads, table.input_size, table.statistic, rounds, runs,
+                           warmup, note)
+    for (label, cfg), pred, row in zip(configs, preds, rows):
+        row.update({"config": label, "arch_id": cfg.arch_id, "predicted_ms": round(pred.ms, 4),
+                    "summed_ms": round(pred.summed_ms, 4), "units": len(pred.units),
+                    "estimated_units": pred.missing,
+                    "error_pct": round((pred.ms / row["measured_ms"] - 1) * 100, 2)})
+    out = {"statistic": table.statistic, "rounds": rounds, "rows": rows,
            **accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])}
     if table.statistic != "wall":
         out["against_wall_clock"] = accuracy([r["predicted_ms"] for r in rows], [r["wall_ms"] for r in rows])
