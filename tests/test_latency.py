@@ -135,7 +135,7 @@ def test_a_runtime_that_is_not_installed_is_one_line(tmp_path):
 def test_search_with_a_latency_budget_and_objective(tmp_path):
     from mfsearch.space.sample import fixed_suggest, sample_config
 
-    lat = {"threads": 1, "input_size": 64, "runs": 7, "warmup": 2, "runtime": "eager"}
+    lat = {"threads": 1, "input_size": 64, "runs": 7, "warmup": 2, "runtime": "onnxruntime"}
     p = tiny_space(tmp_path, objectives=[{"accuracy": "maximize"}, {"latency": "minimize"}], latency=lat,
                    search={"trials": 3, "sampler": "random", "reference_models": False})
     space = load_space(p)
@@ -153,6 +153,7 @@ def test_search_with_a_latency_budget_and_objective(tmp_path):
     for t in trained:
         assert t.user_attrs["latency_ms"] <= budget and t.values[1] == t.user_attrs["latency_ms"]
         assert t.user_attrs["latency"]["device"].startswith("cpu: ") and t.user_attrs["history"]
+        assert t.user_attrs["latency"]["runtime_version"] == f"onnxruntime {onnxruntime.__version__}"
     over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget" and "latency_ms" in t.user_attrs]
     for t in over:  # measured, found over, never trained, and the sampler is told why
         assert t.user_attrs["latency_ms"] > budget and "history" not in t.user_attrs

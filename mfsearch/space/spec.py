@@ -34,7 +34,7 @@ ZERO_COST = ("synflow", "grad_norm", "snip", "jacob_cov", "naswot")  # mfsearch.
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize",
               **{z: "maximize" for z in ZERO_COST}}
 RECORD_KEY = {"latency": "latency_ms"}
-RUNTIMES = ("auto", "jit", "eager", "compile")
+RUNTIMES = ("auto", "onnxruntime", "eager", "compile", "jit")  # auto: onnxruntime on CPU; jit is deprecated
 SAMPLERS = ("random", "tpe", "nsga2", "grid", "bruteforce")
 ENGINES = ("optuna", "ray")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
