@@ -155,11 +155,11 @@ def cmd_latency(args: argparse.Namespace) -> int:
             raise UsageError(f"--runtime {args.runtime}: {e}") from None
     if runtime in DEPRECATED:
         print(f"mfsearch: warning: {DEPRECATED[runtime]}", file=sys.stderr)
+    from .deploy.onnx_graph import ExportError
+
     rows = []
     for spec in args.models:
         cfg = _resolve(spec)
-        from .deploy.onnx_graph import ExportError
-
         try:
             lat = measure_latency(cfg, settings, notify=lambda m: None)  # said once above
         except ExportError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -37,8 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         formats = parse_formats(args.format)
         source = resolve_source(args.target, args.rank, args.arch_id, args.storage, args.runs_dir)
         if args.num_classes is not None:
-            source = type(source)(source.cfg.replace(num_classes=args.num_classes), source.stem, source.origin,
-                                  source.record, source.state_dict)
+            source = dataclasses.replace(source, cfg=source.cfg.replace(num_classes=args.num_classes))
         res = export_files(source, formats, args.out, args.opset, args.input_size, args.seed)
     except _input_errors() as e:
         raise _usage_error(str(e)) from None

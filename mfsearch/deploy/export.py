@@ -78,13 +78,17 @@ def resolve_source(target: str, rank: int | None = None, arch_id: str | None = N
                    runs: str | Path | None = None) -> ExportSource:
     """An :class:`ExportSource` from a preset name, a config file, or a study (space file, run dir, study name)."""
     from ..models import resolve_config
+    from ..store import runs_dir
 
     p = Path(target)
-    is_study = p.is_dir() or (p.suffix in (".yaml", ".yml") and p.is_file() and _is_space_file(p))
-    if not is_study and target not in list_models() and not p.suffix and storage is None:
-        from ..store import runs_dir
-
-        is_study = (runs_dir(runs) / target / "study.json").is_file()
+    if target in list_models():
+        is_study = False
+    elif p.is_dir():
+        is_study = True
+    elif p.suffix in (".yaml", ".yml", ".json"):
+        is_study = p.suffix != ".json" and p.is_file() and _is_space_file(p)
+    else:  # a study name: in the runs directory, or in the storage given
+        is_study = storage is not None or (runs_dir(runs) / target / "study.json").is_file()
     if is_study:
         return study_source(target, rank, arch_id, storage, runs)
     if rank is not None or arch_id is not None:
