@@ -1,220 +1,40 @@
-"""The ``mfsearch`` command line. Each command imports what it needs when it runs."""
+"""The ``mfsearch`` command line: each package registers its own commands (``<package>/commands.py``).
+
+Exit codes: 0 success, 2 bad input, 1 a run that had to stop, 130 interrupted (Ctrl-C).
+Every command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, RunError
-from .errors import InputError as UsageError  # printed as one line, exit code 2
+from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, InputError, RunError
 
-EXIT_USAGE = EXIT_INPUT
-
-
-def _fmt_m(n: int) -> str:
-    return f"{n / 1e6:,.2f}M"
+#: the packages whose ``commands.register(subparsers)`` add commands, in the order ``--help`` lists them
+COMMANDS = ("models", "evaluation", "search", "proxycheck", "ablation", "deploy")
 
 
-def _resolve(spec: str, num_classes: int | None = None) -> Any:
-    from .errors import InputError
-    from .models import ConfigError, resolve_config
+def build_parser(packages: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    import importlib
 
-    try:
-        cfg = resolve_config(spec)
-        return cfg.replace(num_classes=num_classes) if num_classes is not None else cfg
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    except KeyError as e:
-        raise UsageError(e.args[0]) from None
-    except InputError as e:
-        raise UsageError(str(e)) from None
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from .models import PAPER, complexity, get_config
-
-    cfg = _resolve(args.model, args.num_classes)
-    if args.input_size < 8 or args.input_size > 4096:
-        raise UsageError(f"--input-size: must be in [8, 4096], got {args.input_size}")
-    cx = complexity(cfg, args.input_size, per_block=True)
-    is_preset = cfg.name in PAPER and cfg.arch_id == get_config(cfg.name).arch_id  # not a variant named like one
-    paper = PAPER[cfg.name] if is_preset and args.input_size == 224 and cfg.num_classes == 1000 else None
-    if args.json:
-        out = {
-            "name": cfg.name, "arch_id": cfg.arch_id, "input_size": args.input_size,
-            "num_classes": cfg.num_classes, "params": cx.params, "macs": cx.macs,
-            "blocks": [
-                {"name": b.name, "c_in": b.c_in, "c_out": b.c_out, "size_in": list(b.size_in),
-                 "size_out": list(b.size_out), "macs": b.macs, "params": b.params}
-                for b in cx.blocks
-            ],
-            "config": cfg.to_dict(),
-        }
-        if paper:
-            out["paper"] = {"params_m": paper.params_m, "macs_m": paper.macs_m, "top1": paper.top1}
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"{cfg.name or 'config'}  arch_id {cfg.arch_id}  input {args.input_size}x{args.input_size}  "
-          f"classes {cfg.num_classes}")
-    print(cfg.summary())
-    hdr = f"{'part':<14}{'resolution':>14}{'channels':>14}{'MACs':>14}{'params':>14}{'MACs %':>9}{'params %':>10}"
-    print(hdr)
-    print("-" * len(hdr))
-    for b in cx.blocks:
-        res = f"{b.size_in[0]}->{b.size_out[0]}"
-        ch = f"{b.c_in}->{b.c_out}"
-        print(f"{b.name:<14}{res:>14}{ch:>14}{b.macs:>14,}{b.params:>14,}"
-              f"{100 * b.macs / cx.macs:>8.1f}%{100 * b.params / cx.params:>9.1f}%")
-    print("-" * len(hdr))
-    print(f"{'total':<42}{cx.macs:>14,}{cx.params:>14,}")
-    print(f"MACs {_fmt_m(cx.macs)}  params {_fmt_m(cx.params)}")
-    if paper:
-        print(f"paper: MACs {paper.macs_m}M  params {paper.params_m}M  ImageNet top-1 {paper.top1}")
-    return 0
-
-
-def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mfsearch",
-        description="Architecture search and ablation studies around Mobile-Former.",
-    )
+    p = argparse.ArgumentParser(prog="mfsearch",
+                                description="Architecture search and ablation studies around Mobile-Former.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="per-block MACs/params table of a preset or config file")
-    info.add_argument("model", help="a preset name (e.g. mobile_former_294m) or a config .yaml")
-    info.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
-    info.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
-    info.set_defaults(func=cmd_info)
-    lat = sub.add_parser("latency", help="batch-1 latency of presets or config files on this machine")
-    lat.add_argument("models", nargs="+", help="preset names or config .yaml files")
-    lat.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    lat.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    lat.add_argument("--runtime", default="auto", help="auto (jit on CPU, eager on CUDA), jit, eager or compile")
-    lat.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
-    lat.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    lat.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    lat.add_argument("--runs", type=int, default=30, help="timed runs; the median is reported (default 30)")
-    lat.add_argument("--json", action="store_true", help="machine-readable output")
-    lat.set_defaults(func=cmd_latency)
-    info_models = sub.add_parser("models", help="list the registered presets")
-    info_models.set_defaults(func=cmd_models)
-    for add in extra:
-        add(sub)
+    for name in packages:
+        register: Callable[[argparse._SubParsersAction], None] = importlib.import_module(
+            f".{name}.commands", __package__).register
+        register(sub)
     return p
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from .models import PAPER, complexity, get_config, list_models
-
-    for name in list_models():
-        cx = complexity(get_config(name))
-        paper = PAPER[name]
-        print(f"{name:<20} MACs {_fmt_m(cx.macs):>9}  params {_fmt_m(cx.params):>7}  paper top-1 {paper.top1}")
-    return 0
-
-
-def cmd_latency(args: argparse.Namespace) -> int:
-    import re
-
-    from .evaluation.latency import RUNTIMES, LatencySettings, measure_latency
-
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", args.device):
-        raise UsageError(f"--device: must be cpu, cuda, cuda:N or auto, got {args.device!r}")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: no CUDA device is available on this machine; use --device cpu")
-    for name, v, lo, hi in (("--input-size", args.input_size, 8, 4096), ("--runs", args.runs, 1, 100000),
-                            ("--warmup", args.warmup, 0, 100000), ("--batch", args.batch, 1, 4096),
-                            ("--threads", args.threads or 1, 1, 1024)):
-        if not lo <= v <= hi:
-            raise UsageError(f"{name}: must be in [{lo}, {hi}], got {v}")
-    if args.runtime not in (*RUNTIMES, "auto"):
-        raise UsageError(f"--runtime: choose one of auto, {', '.join(RUNTIMES)}")
-    sizes = f"--batch {args.batch} x --input-size {args.input_size}"
-    need, (free, where) = 4 * 3 * args.batch * args.input_size**2, _free_memory(args.device)
-    if free is not None and need > free:
-        raise UsageError(f"{sizes}: the float32 input tensor alone needs {need / 2**30:.1f} GiB, more than the "
-                         f"{free / 2**30:.1f} GiB of memory available ({where}); lower --batch or --input-size")
-    settings = LatencySettings(device=args.device, threads=args.threads, runtime=args.runtime,
-                               input_size=args.input_size, batch=args.batch, warmup=args.warmup, runs=args.runs)
-    rows = []
-    for spec in args.models:
-        cfg = _resolve(spec)
-        try:
-            lat = measure_latency(cfg, settings)
-        except (MemoryError, RuntimeError) as e:
-            if not _out_of_memory(e):
-                raise
-            raise UsageError(f"{sizes}: ran out of memory measuring {cfg.name or spec} ({_oom_detail(e)}); lower "
-                             "--batch or --input-size") from None
-        rows.append({"model": cfg.name or spec, "arch_id": cfg.arch_id, **lat.to_dict()})
-        if not args.json:
-            if len(rows) == 1:
-                print(f"{lat.device}, runtime {lat.runtime}, batch {lat.batch}, {lat.input_size}x{lat.input_size}, "
-                      f"median of {lat.runs} runs after {settings.warmup} warm-up, torch {lat.torch}")
-                print(f"{'model':<28}{'median ms':>11}{'p10':>9}{'p90':>9}{'build s':>9}")
-            print(f"{rows[-1]['model']:<28}{lat.median_ms:>11.2f}{lat.p10_ms:>9.2f}{lat.p90_ms:>9.2f}{lat.build_s:>9.1f}",
-                  flush=True)
-    if args.json:
-        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
-    return 0
-
-
-def _free_memory(device: str) -> tuple[int | None, str]:
-    """Bytes a new tensor can take on ``device`` (``None`` where unknown), and where that figure comes from."""
-    if device.startswith("cuda") or device == "auto":
-        import torch
-
-        if torch.cuda.is_available():
-            index = torch.device(device if device != "auto" else "cuda").index
-            free, _total = torch.cuda.mem_get_info(torch.cuda.current_device() if index is None else index)
-            return free, "free GPU memory"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "MemAvailable"
-    except (OSError, ValueError, IndexError):
-        pass
-    return None, ""
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """An allocator failure (CPU or GPU), as opposed to any other runtime error."""
-    text = str(e).lower()
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text \
-        or "out of memory" in text
-
-
-def _oom_detail(e: BaseException) -> str:
-    import re
-
-    m = re.search(r"tried to allocate (\d+) bytes", str(e))
-    if m:
-        return f"an allocation of {int(m[1]) / 2**30:.2f} GiB failed"
-    m = re.search(r"tried to allocate ([\d.]+ [KMGT]iB)", str(e))
-    return f"an allocation of {m[1]} failed" if m else "the allocator refused"
-
-
-def _search_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from .ablation.commands import register as ablation
-    from .proxycheck.commands import register as proxy_check
-    from .search.commands import register as search
-
-    return [search, ablation, proxy_check]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C."""
     try:
-        parser = build_parser(_search_commands())
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.version:
             from . import __version__
@@ -223,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not getattr(args, "func", None):
             parser.print_help()
-            return EXIT_USAGE
+            return EXIT_INPUT
         return int(args.func(args) or 0)
-    except UsageError as e:
+    except InputError as e:
         print(f"mfsearch: error: {e}", file=sys.stderr)
         return EXIT_INPUT
     except RunError as e:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import onnxruntime
 import pytest
 import torch
 
 import mfsearch
-from mfsearch.evaluation.latency import LatencySettings, compile_for_inference, device_description, measure_latency
+from mfsearch.evaluation.latency import (
+    DEPRECATED,
+    LatencySettings,
+    compile_for_inference,
+    device_description,
+    measure_latency,
+)
 from mfsearch.models import inference_model
 from mfsearch.space import load_space
 
-from .test_search import load, run_cli, tiny_space
+from .test_search import TINY, load, run_cli, tiny_space
 
 QUICK = LatencySettings(threads=1, input_size=64, warmup=1, runs=5)
 
@@ -39,14 +49,18 @@ def test_inference_model_computes_the_eval_function(name):
     assert all(not p.requires_grad for p in fused.parameters())
 
 
-@pytest.mark.parametrize("runtime", ["jit", "eager"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "eager", "jit"])
 def test_runtimes_compute_the_same_function(runtime):
     model = _perturbed("mobile_former_26m")
     x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    fn = compile_for_inference(model, x, runtime)
+    if runtime == "jit":  # deprecated: it says so
+        with pytest.warns(FutureWarning, match="runtime jit .* is deprecated"):
+            fn = compile_for_inference(model, x, runtime)
+    else:
+        fn = compile_for_inference(model, x, runtime)
     with torch.inference_mode():
         torch.testing.assert_close(fn(x), model(x), rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="jit, eager, compile"):
+    with pytest.raises(ValueError, match="onnxruntime, eager, compile, jit"):
         compile_for_inference(model, x, "tensorrt")
 
 
@@ -55,9 +69,11 @@ def test_measure_latency_records_where_and_how():
     lat = measure_latency(mfsearch.get_config("mobile_former_26m"), QUICK)
     assert torch.get_num_threads() == threads  # restored
     assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
-    assert lat.runs == 5 and lat.runtime == "jit" and lat.threads == 1 and lat.input_size == 64
+    assert lat.runs == 5 and lat.runtime == "onnxruntime" and lat.threads == 1 and lat.input_size == 64
+    assert lat.runtime_version == f"onnxruntime {onnxruntime.__version__}"
     assert lat.device == device_description("cpu", 1) and lat.device.startswith("cpu: ")
-    assert lat.torch == torch.__version__
+    assert lat.torch == torch.__version__ and 0 < lat.cpu_median_ms
+    assert 0 < lat.build_s < 30  # export + session + warm-up
     # a model with 20x the MACs is slower, measured the same way
     big = measure_latency(mfsearch.get_config("mobile_former_508m"), QUICK)
     assert big.median_ms > lat.median_ms
@@ -70,7 +86,11 @@ def test_latency_command(tmp_path):
     assert [x["model"] for x in rows] == ["mobile_former_26m", "mobile_former_52m"]
     assert all(x["median_ms"] > 0 and x["device"].startswith("cpu: ") and x["runtime"] == "eager" for x in rows)
     r = run_cli("latency", "mobile_former_26m", "--input-size", "64", "--runs", "3", cwd=tmp_path)
-    assert "runtime jit" in r.stdout and "mobile_former_26m" in r.stdout
+    assert f"runtime onnxruntime (onnxruntime {onnxruntime.__version__})" in r.stdout
+    assert "mobile_former_26m" in r.stdout and r.stderr == ""
+    r = run_cli("latency", "mobile_former_26m", "--input-size", "64", "--runs", "2", "--runtime", "jit", cwd=tmp_path)
+    assert "runtime jit (torch " in r.stdout
+    assert r.stderr.strip().splitlines() == [f"mfsearch: warning: {DEPRECATED['jit']}"]  # one line, nothing else
     for args, msg in [(("nope",), "unknown model 'nope'"), (("mobile_former_26m", "--device", "tpu"), "--device"),
                       (("mobile_former_26m", "--runtime", "trt"), "--runtime"),
                       (("mobile_former_26m", "--runs", "0"), "--runs")]:
@@ -78,10 +98,50 @@ def test_latency_command(tmp_path):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 
+BLOCK_ORT = """
+import sys
+
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError(f"No module named {name!r} (blocked for a test)")
+        return None
+
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_a_runtime_that_is_not_installed_is_one_line(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_ORT)  # the import really fails, in a real process
+    env = dict(os.environ, PYTHONPATH=str(site), MFSEARCH_RUNS=str(tmp_path / "runs"))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=300)
+
+    probe = subprocess.run([sys.executable, "-c", "import onnxruntime"], capture_output=True, text=True, env=env)
+    assert probe.returncode == 1 and "blocked for a test" in probe.stderr
+    r = cli("latency", "mobile_former_26m", "--input-size", "64", "--runs", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("mfsearch: error: --runtime auto: onnxruntime is not installed")
+    assert "pip install onnx onnxruntime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("latency-table", "build", "--no-presets", "--space", str(TINY))
+    assert r.returncode == 2 and "onnxruntime is not installed" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", "mobile_former_26m", "--input-size", "32", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "onnxruntime is not installed" in r.stderr and "Traceback" not in r.stderr
+    # the torch runtimes do not need it
+    r = cli("latency", "mobile_former_26m", "--input-size", "32", "--runs", "2", "--runtime", "eager")
+    assert r.returncode == 0 and "runtime eager" in r.stdout, r.stderr
+
+
 def test_search_with_a_latency_budget_and_objective(tmp_path):
     from mfsearch.space.sample import fixed_suggest, sample_config
 
-    lat = {"threads": 1, "input_size": 64, "runs": 7, "warmup": 2, "runtime": "eager"}
+    lat = {"threads": 1, "input_size": 64, "runs": 7, "warmup": 2, "runtime": "onnxruntime"}
     p = tiny_space(tmp_path, objectives=[{"accuracy": "maximize"}, {"latency": "minimize"}], latency=lat,
                    search={"trials": 3, "sampler": "random", "reference_models": False})
     space = load_space(p)
@@ -99,6 +159,7 @@ def test_search_with_a_latency_budget_and_objective(tmp_path):
     for t in trained:
         assert t.user_attrs["latency_ms"] <= budget and t.values[1] == t.user_attrs["latency_ms"]
         assert t.user_attrs["latency"]["device"].startswith("cpu: ") and t.user_attrs["history"]
+        assert t.user_attrs["latency"]["runtime_version"] == f"onnxruntime {onnxruntime.__version__}"
     over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget" and "latency_ms" in t.user_attrs]
     for t in over:  # measured, found over, never trained, and the sampler is told why
         assert t.user_attrs["latency_ms"] > budget and "history" not in t.user_attrs

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mfsearch.yamlio import InputError
 
+from mfsearch.errors import InputError
 from mfsearch.proxycheck import cpu_minutes, select_records
 from mfsearch.proxycheck.sweep import load_sweep, sweep_jobs
 from mfsearch.space import load_space

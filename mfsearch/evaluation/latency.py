@@ -1,15 +1,19 @@
 """Batch-1 latency of a config on a device: warm-up, then the median of many timed runs.
 
 The model is measured in its inference form (:func:`mfsearch.models.inference_model`: eval
-mode, BatchNorm folded, channels_last) under one of three runtimes:
+mode, BatchNorm folded) under one of four runtimes:
 
-- ``jit``: frozen TorchScript with ``optimize_for_inference`` (what a CPU deployment runs;
-  building it takes a few seconds; the default on CPU),
-- ``eager``: the PyTorch module as it is (the default on CUDA, with bf16 autocast),
-- ``compile``: ``torch.compile`` (slow to build on CPU: minutes for the larger models).
+- ``onnxruntime``: the ONNX graph of :mod:`mfsearch.deploy.onnx_graph` in ONNX Runtime (CPU
+  execution provider, intra-op threads = ``threads``, inter-op 1, all graph optimisations): what
+  a CPU deployment runs, built from memory in well under a second; the default on CPU,
+- ``eager``: the PyTorch module as it is, channels_last (the default on CUDA, with bf16 autocast),
+- ``compile``: ``torch.compile`` (slow to build on CPU: minutes for the larger models),
+- ``jit``: frozen TorchScript with ``optimize_for_inference``; deprecated (torch 2.13 deprecates
+  ``torch.jit``), kept for comparison with earlier figures; using it says so once.
 
 Every result carries the device description (CPU model and threads, or GPU name), the
-runtime and the PyTorch version, so numbers from different machines are never mixed up.
+runtime and its version, and the PyTorch version, so numbers from different machines or
+runtimes are never mixed up.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ from ..fields import Ctx, choice_field, int_field, mapping_field, no_unknown
 from ..models import MobileFormer, MobileFormerConfig, inference_model
 from .settings import valid_device
 
-RUNTIMES = ("jit", "eager", "compile")
+RUNTIMES = ("onnxruntime", "eager", "compile", "jit")
+#: runtimes that still work but are on their way out: runtime -> the one line that says so
+DEPRECATED = {"jit": "runtime jit (frozen TorchScript) is deprecated, as torch.jit is in torch 2.13, and will be "
+                     "removed; use onnxruntime (the CPU default) or eager"}
+CPU_ONLY = ("onnxruntime",)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class LatencySettings:
     def resolved_runtime(self) -> str:
         if self.runtime != "auto":
             return self.runtime
-        return "eager" if self.device.startswith("cuda") else "jit"
+        return "eager" if self.device.startswith("cuda") else "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,17 @@ class Latency:
     build_s: float
     device: str
     runtime: str
+    runtime_version: str  # "onnxruntime 1.32.0", "torch 2.13.0+cpu"
     threads: int | None
     input_size: int
     batch: int
     torch: str
+    #: CPU time of the process per run (CPU only), median and minimum, and the wall clock's minimum: on a
+    #: shared machine the wall clock also counts the time other processes hold the core; with one thread the
+    #: CPU time is the latency of an idle core, and its minimum the figure least disturbed by neighbours
+    cpu_median_ms: float | None = None
+    cpu_min_ms: float | None = None
+    min_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,17 +107,58 @@ def device_description(device: str | torch.device, threads: int | None = None) -
     return f"cpu: {cpu_name()} ({n} thread{'s' if n != 1 else ''})"
 
 
-def compile_for_inference(model: MobileFormer, example: torch.Tensor, runtime: str = "jit") -> Callable:
-    """A callable computing ``model`` in inference form with the chosen runtime."""
+def runtime_version(runtime: str) -> str:
+    """The software that runs ``runtime``, with its version (stored beside every measurement)."""
+    if runtime == "onnxruntime":
+        from ..deploy.runtime import ort_version
+
+        return ort_version()
+    return f"torch {torch.__version__}"
+
+
+class _OrtCallable:
+    """An ONNX Runtime session called like a module: torch tensor in, torch tensor out."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input: x.detach().cpu().contiguous().numpy()})[0])
+
+
+def _warn_deprecated(runtime: str, notify: Callable[[str], None] | None) -> None:
+    if runtime in DEPRECATED:
+        if notify is not None:
+            notify(DEPRECATED[runtime])
+        else:
+            warnings.warn(DEPRECATED[runtime], FutureWarning, stacklevel=3)
+
+
+def compile_for_inference(model: MobileFormer, example: torch.Tensor, runtime: str = "onnxruntime",
+                          threads: int | None = None, notify: Callable[[str], None] | None = None) -> Callable:
+    """A callable computing ``model`` in inference form with the chosen runtime.
+
+    ``threads`` sets ONNX Runtime's intra-op threads (the torch runtimes use torch's setting).
+    ``notify`` receives the one-line notice of a deprecated runtime (default: a ``FutureWarning``).
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime in CPU_ONLY and example.device.type != "cpu":
+        raise ValueError(f"runtime {runtime} measures on the CPU; use device cpu, or runtime eager on {example.device}")
+    _warn_deprecated(runtime, notify)
+    if runtime == "onnxruntime":
+        from ..deploy.onnx_graph import model_proto
+        from ..deploy.runtime import make_session
+
+        proto = model_proto(model, example.shape[-1], batch=example.shape[0])
+        return _OrtCallable(make_session(proto, threads or torch.get_num_threads()))
     fused = inference_model(model).to(example.device)
     if runtime == "eager":
         return fused
     if runtime == "compile":
         return torch.compile(fused)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+    with torch.inference_mode():
         traced = torch.jit.trace(fused, example)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
@@ -112,8 +168,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency(cfg: MobileFormerConfig, settings: LatencySettings | None = None, seed: int = 0) -> Latency:
-    """Median batch-``settings.batch`` latency of ``cfg`` (random weights: latency does not depend on them)."""
+def measure_latency(cfg: MobileFormerConfig, settings: LatencySettings | None = None, seed: int = 0,
+                    notify: Callable[[str], None] | None = None) -> Latency:
+    """Median batch-``settings.batch`` latency of ``cfg`` (random weights: latency does not depend on them).
+
+    ``build_s`` is the time from the built PyTorch model to the end of the warm-up (export and
+    session, trace and freeze, or compile); ``notify`` as in :func:`compile_for_inference`.
+    """
     s = settings or LatencySettings()
     device = torch.device(s.device if s.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -128,27 +189,37 @@ def measure_latency(cfg: MobileFormerConfig, settings: LatencySettings | None = 
             torch.manual_seed(seed)
             model = MobileFormer(cfg).eval()
         x = torch.randn(s.batch, 3, s.input_size, s.input_size, generator=gen).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if runtime != "onnxruntime":
+            x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
-        fn = compile_for_inference(model.to(device), x, runtime)
+        fn = compile_for_inference(model.to(device), x, runtime, threads=s.threads, notify=notify)
+        if isinstance(fn, _OrtCallable):  # time the session alone, as a deployment calls it
+            sess, feeds = fn.session, {fn.input: x.numpy()}
+            call: Callable[[], Any] = lambda: sess.run(None, feeds)
+        else:
+            call = lambda: fn(x)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-        times = []
+        times, cpu = [], []
         with torch.inference_mode(), autocast:
             for _ in range(max(1, s.warmup)):
-                fn(x)
+                call()
             _sync(device)
             build_s = time.perf_counter() - t0
             for _ in range(s.runs):
-                t = time.perf_counter()
-                fn(x)
+                t, c = time.perf_counter(), time.process_time()
+                call()
                 _sync(device)
                 times.append((time.perf_counter() - t) * 1e3)
+                cpu.append((time.process_time() - c) * 1e3)
         q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
         return Latency(median_ms=round(statistics.median(times), 4), p10_ms=round(q[0], 4), p90_ms=round(q[-1], 4),
                        mean_ms=round(statistics.fmean(times), 4), runs=s.runs, build_s=round(build_s, 3),
                        device=device_description(device, s.threads), runtime=runtime,
+                       runtime_version=runtime_version(runtime),
                        threads=s.threads if device.type == "cpu" else None, input_size=s.input_size, batch=s.batch,
-                       torch=torch.__version__)
+                       torch=torch.__version__,
+                       cpu_median_ms=round(statistics.median(cpu), 4) if device.type == "cpu" else None,
+                       cpu_min_ms=round(min(cpu), 4) if device.type == "cpu" else None, min_ms=round(min(times), 4))
     finally:
         torch.set_num_threads(saved_threads)
 

@@ -127,7 +127,7 @@ class ConvBN(nn.Module):
         self.pointwise = groups == 1 and k == 1 and stride == 1
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] * x.shape[-2] <= SMALL_MAP and fast_paths():
+        if fast_paths() and x.shape[-1] * x.shape[-2] <= SMALL_MAP:  # fast_paths() first: no size test in a trace
             if self.depthwise:
                 return self.bn(depthwise_small(x, self.conv))
             if self.pointwise:
