@@ -1,0 +1,5 @@
+"""One-shot search: a weight-sharing Mobile-Former supernet, trained once, that scores any sub-network fast."""
+
+from .supernet import Supernet
+
+__all__ = ["Supernet"]
