@@ -57,8 +57,9 @@ class SuperAct(nn.Module):
             return torch.cat((idx, idx + self.channels))
         key = (idx, str(device))
         if key not in self._pairs:
-            a = torch.arange(idx, device=device)
-            self._pairs[key] = torch.cat((a, a + self.channels))
+            with torch.inference_mode(False):  # cached: must stay usable by autograd after an inference call
+                a = torch.arange(idx, device=device)
+                self._pairs[key] = torch.cat((a, a + self.channels))
         return self._pairs[key]
 
     def forward(self, x: Tensor, z0: Tensor | None, idx: Idx) -> Tensor:
@@ -410,6 +411,14 @@ class Supernet(nn.Module):
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
+        with torch.inference_mode(False):  # cached index sets must stay usable by autograd after an inference call
+            p = self._make_plan(cfg, device)
+        self._plans[key] = p
+        if len(self._plans) > PLAN_CACHE:
+            self._plans.popitem(last=False)
+        return p
+
+    def _make_plan(self, cfg: MobileFormerConfig, device: torch.device) -> Plan:
         check_fits(self.skeleton, cfg)
         slots = assign_slots(self.skeleton, cfg)
         widths = cfg.channels()
@@ -420,11 +429,7 @@ class Supernet(nn.Module):
             sets = self.blocks[1 + s].mobile.sets(ci, co, b.e1, b.e2, device)
             entries.append(Entry(s, ci, co, b.stride == 1 and ci == co, sets))
         head = self.head.sets(widths[-1][1], cfg.token_dim if cfg.num_tokens else 0, cfg.head, device)
-        p = Plan(cfg, widths[0][0], lite, entries, head)
-        self._plans[key] = p
-        if len(self._plans) > PLAN_CACHE:
-            self._plans.popitem(last=False)
-        return p
+        return Plan(cfg, widths[0][0], lite, entries, head)
 
     def forward(self, x: Tensor, cfg: MobileFormerConfig) -> Tensor:
         """Logits of the sub-network ``cfg``."""
