@@ -7,8 +7,9 @@ top-1 on a fixed validation subset: every sub-network sees the same images, so t
 paired. Nothing random is drawn: the same sub-network always gets the same score.
 
 Speed (the point of one-shot search): the batches are built once (:func:`score_data`, channels_last),
-validation runs under ``inference_mode`` in batches of ``evaluation.eval_batch_size``, and the
-supernet's forward reuses the model's fast kernels.
+validation runs under ``inference_mode`` in training-sized batches (on a CPU, 128 images at 32x32 run
+faster per image than 512: the activations stay in cache), and the supernet's forward reuses the
+model's fast kernels.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def score_data(data: ProxyData, settings: OneShotSettings) -> ScoreData:
         calib.append(x.contiguous(memory_format=torch.channels_last))
     train.set_epoch(saved)
     n = min(settings.val_images or val.num_samples, val.num_samples)
-    starts = range(0, n, val.batch_size)
-    images = tuple(val.images[i:min(i + val.batch_size, n)].contiguous(memory_format=torch.channels_last)
-                   for i in starts)
-    labels = tuple(val.labels[i:min(i + val.batch_size, n)] for i in starts)
+    bs = train.batch_size  # training-sized batches: on CPU, larger ones fall out of cache and run slower per image
+    starts = range(0, n, bs)
+    images = tuple(val.images[i:min(i + bs, n)].contiguous(memory_format=torch.channels_last) for i in starts)
+    labels = tuple(val.labels[i:min(i + bs, n)] for i in starts)
     return ScoreData(tuple(calib), images, labels)
 
 
