@@ -264,3 +264,9 @@ def test_grouped_pointwise_convs_are_refused(tmp_path):
     space = variant(tmp_path, groups=4, stem=8, head=64)
     with pytest.raises(InputError, match=r"variant.yaml:\d+: space.groups: groups is 4; one-shot search needs"):
         Supernet(space, CLASSES)
+
+
+def test_a_field_given_as_a_one_value_distribution_is_constant(tmp_path):
+    space = variant(tmp_path, activation={"choice": ["dyrelu"]}, groups={"choice": [1]}, gate={"choice": [True]})
+    net = Supernet(space, CLASSES)
+    assert net.largest.activation == "dyrelu" and net.largest.groups == 1

@@ -124,7 +124,7 @@ def check_shareable(space: Space) -> None:
         for name, k in st.items():
             if name not in SHARED_STAGE and _varies(values(k, STAGE_DEFAULTS.get(name))):
                 raise _refuse(space, f"space.stages[{i}].{name}", rule)
-    groups = space.knobs.get("groups", base.groups)
+    groups = values(space.knobs.get("groups", base.groups))[0]  # one value by now
     if groups != 1:
         where = "space.groups" if "groups" in space.knobs else "base"
         raise _refuse(space, where, f"groups is {groups}; one-shot search needs groups: 1 (grouped pointwise "
