@@ -200,26 +200,23 @@ def train_supernet(space: Space, cache_dir: str | Path, settings: OneShotSetting
     device = resolve_device(ev.device)
     seed_everything(ev.seed)
     net = Supernet(space, data.num_classes).to(device=device, memory_format=torch.channels_last)
+    ck = load_checkpoint(path, key, net) if path.exists() else None
+    if ck is not None:
+        net.load_state_dict(ck["model"])
+        if int(ck["epoch"]) >= settings.epochs:  # complete: nothing to train
+            return SupernetRun(net.eval(), key, path, settings.epochs, 0, None, 0.0, list(ck.get("history", [])))
     lr = settings.lr or ev.lr
     opt = make_optimizer(net, dataclasses.replace(ev, lr=lr), device)
     steps = len(data.train)
-    total = steps * settings.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(total, max(1, int(round(ev.warmup_epochs * steps))), lr, ev.min_lr))
-    start, resumed, history = 0, None, []
-    if path.exists():
-        ck = load_checkpoint(path, key, net)
-        net.load_state_dict(ck["model"])
+        opt, lr_lambda(steps * settings.epochs, max(1, int(round(ev.warmup_epochs * steps))), lr, ev.min_lr))
+    start, history = 0, []
+    if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
-        start = int(ck["epoch"])
-        history = list(ck.get("history", []))
-        resumed = start if start < settings.epochs else None
-    run = SupernetRun(net, key, path, settings.epochs, 0, resumed, 0.0, history)
-    if start >= settings.epochs:
-        net.eval()
-        return run
+        start, history = int(ck["epoch"]), list(ck.get("history", []))
+    run = SupernetRun(net, key, path, settings.epochs, 0, start if ck is not None else None, 0.0, history)
     folder.mkdir(parents=True, exist_ok=True)
     _clean_stale(folder)
     dtype = autocast_dtype(ev.precision, device)
