@@ -95,24 +95,34 @@ def _build_taps(h: int, w: int, k: int, stride: int, device: torch.device) -> tu
 
 def depthwise_small(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv(x)`` for a depthwise conv (``groups == cin``) on a map of a few pixels, as a direct product."""
+    return depthwise_small_weight(x, conv.weight, conv.stride[0], conv.bias)
+
+
+def depthwise_small_weight(x: Tensor, weight: Tensor, stride: int, bias: Tensor | None = None) -> Tensor:
+    """:func:`depthwise_small` from the weight (C_out, 1, k, k) itself (weight-sharing supernets slice it)."""
     b, c, h, w = x.shape
-    k, s = conv.kernel_size[0], conv.stride[0]
-    cout = conv.out_channels
+    k, s = weight.shape[-1], stride
+    cout = weight.shape[0]
     idx, valid = _taps(h, w, k, s, x.device)
     ho, wo = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
-    wmat = conv.weight.reshape(cout, k * k)[:, idx] * valid  # cout, out pixels, in pixels
+    wmat = weight.reshape(cout, k * k)[:, idx] * valid  # cout, out pixels, in pixels
     xs = x.reshape(b, c, 1, h * w)
     if cout != c:  # depth multiplier: output channel o reads input channel o // (cout / c)
         xs = xs.repeat_interleave(cout // c, dim=1)
     y = (xs * wmat).sum(-1).view(b, cout, ho, wo)
-    if conv.bias is not None:
-        y = y + conv.bias.view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
     return y
 
 
 def pointwise_small(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv(x)`` for a dense 1x1 conv as one matmul over the pixels (NHWC view: no copy for channels_last)."""
-    y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+    return pointwise_small_weight(x, conv.weight, conv.bias)
+
+
+def pointwise_small_weight(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """:func:`pointwise_small` from the weight (C_out, C_in, 1, 1) itself."""
+    y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
     return y.permute(0, 3, 1, 2)
 
 
@@ -215,6 +225,13 @@ class _DyReLUFn(torch.autograd.Function):
         return _run_fused(1, g, x, a1, a2) if _use_fused(x) else _dyrelu_backward(g, x, a1, a2)
 
 
+def dyrelu(x: Tensor, a1: Tensor, a2: Tensor) -> Tensor:
+    """``max(x * a1, x * a2)`` with per-(sample, channel) slopes: the fused function where it may run."""
+    if fast_paths() and x.dim() == 4:
+        return _DyReLUFn.apply(x, a1, a2)
+    return torch.maximum(x * a1, x * a2)
+
+
 class DyReLU(nn.Module):
     """Dynamic ReLU with two slopes per channel and no intercepts (SPEC 2.5).
 
@@ -232,9 +249,7 @@ class DyReLU(nn.Module):
         h = h.view(h.shape[0], 2, self.channels, 1, 1)
         a1 = 2.0 * (h[:, 0] - 0.5) + 1.0
         a2 = 2.0 * (h[:, 1] - 0.5)
-        if fast_paths() and x.dim() == 4:
-            return _DyReLUFn.apply(x, a1, a2)
-        return torch.maximum(x * a1, x * a2)
+        return dyrelu(x, a1, a2)
 
     @staticmethod
     def complexity(cx: Cx, channels: int, token_dim: int, reduction: int = 4) -> Cx:

@@ -304,7 +304,7 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
     if not isinstance(data, dict):
         raise ctx.err("file", f"a space file must be a mapping at the top level, got {type_name(data)}")
     top = ("name", "description", "base", "space", "budget", "objectives", "evaluation", "search", "storage",
-           "latency", "prescreen")
+           "latency", "prescreen", "oneshot")
     no_unknown(ctx, data, top, "")
     name = parse_name(ctx, data, path)
     desc = data.get("description", "")
@@ -324,6 +324,10 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
     storage = _parse_storage(ctx, data.get("storage"))
     latency = parse_latency(ctx, data.get("latency"))
     prescreen = _parse_prescreen(ctx, data.get("prescreen"))
+    if "oneshot" in data:  # validated up front; read by mfsearch.oneshot
+        from ..evaluation.strategies import parse_oneshot
+
+        parse_oneshot(data["oneshot"], path, lines)
     trains = any(OBJECTIVES[n].kind == "trained" for n, _ in objectives)
     if search.engine == "ray" and (budget.latency_ms is not None or prescreen is not None or not trains):
         raise ctx.err("search.engine", "ray schedules trained trials only: a latency budget, a prescreen or a "

@@ -10,6 +10,8 @@ from ..models import BlockConfig, ConfigError, MobileFormerConfig
 from .spec import Dist, Space
 
 Suggest = Callable[[str, Dist], Any]
+#: values a stage knob takes when the space file leaves it out (or its condition is not met)
+STAGE_DEFAULTS = {"e1": 4, "stride": 2, "down_e1": 6, "down_e2": 4}
 
 
 class TrialLike(Protocol):
@@ -89,10 +91,11 @@ def sample_config(space: Space, suggest: Suggest, num_classes: int = 1000) -> Mo
         for i, st in enumerate(space.stages):
             s = {k: _value(f"stages.{i}.{k}", v, suggest, known) for k, v in st.items()}
             out, depth = s["out"], s["depth"]
-            e1 = s.get("e1") or 4
-            stride = s.get("stride") or 2
+            e1 = s.get("e1") or STAGE_DEFAULTS["e1"]
+            stride = s.get("stride") or STAGE_DEFAULTS["stride"]
             if stride == 2:
-                blocks.append(BlockConfig("mf", out, s.get("down_e1") or 6, 2, s.get("down_e2") or 4))
+                blocks.append(BlockConfig("mf", out, s.get("down_e1") or STAGE_DEFAULTS["down_e1"], 2,
+                                          s.get("down_e2") or STAGE_DEFAULTS["down_e2"]))
                 depth -= 1
             blocks += [BlockConfig("mf", out, e1, 1) for _ in range(depth)]
     changes["blocks"] = tuple(blocks)
