@@ -196,7 +196,7 @@ def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = p
                                    "config": cfg.to_dict(), "arch_id": cfg.arch_id, "macs": cx.macs,
                                    "params": cx.params, "versions": versions()}
             try:
-                res = train_and_evaluate(cfg, ev)
+                res = train_and_evaluate(cfg, ev, evaluate_every_epoch=False)
                 rec.update(status="trained", accuracy=res.accuracy, history=res.history,
                            train_s=round(res.train_s, 2))
             except TrialFailed as e:

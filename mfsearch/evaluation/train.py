@@ -311,6 +311,22 @@ def deterministic_algorithms(on: bool) -> Any:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
+#: a diverged loss is looked for every this many steps (and at the end of each epoch): reading a value
+#: from an accelerator waits for it, and one wait per step would undo a captured (CUDA graph) step
+FINITE_CHECK_STEPS = 32
+
+
+def _check_finite(recent: list[Tensor], step: int, epoch: int) -> None:
+    """Raise :class:`TrialFailed` naming the first non-finite loss of ``recent`` (the steps before ``step``)."""
+    if not recent:
+        return
+    losses = torch.stack(recent)
+    if not bool(torch.isfinite(losses).all()):
+        i = int((~torch.isfinite(losses)).nonzero()[0, 0])
+        raise TrialFailed(f"loss became {losses[i].item()} at step {step - len(recent) + i} (epoch {epoch + 1})")
+    recent.clear()
+
+
 def train_and_evaluate(
     cfg: MobileFormerConfig, ev: Evaluation, report: Report | None = None, data: ProxyData | None = None,
     evaluate_every_epoch: bool = True,
@@ -348,12 +364,15 @@ def _train(cfg: MobileFormerConfig, ev: Evaluation, report: Report | None, data:
         model.train()
         data.train.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
+        recent: list[Tensor] = []  # losses since the last check, kept on the device
         for x, y in data.train:
             loss = trainer.step(x, y)
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"loss became {loss.item()} at step {step} (epoch {epoch + 1})")
+            recent.append(loss)
             loss_sum += loss
             step += 1
+            if len(recent) == FINITE_CHECK_STEPS:
+                _check_finite(recent, step, epoch)
+        _check_finite(recent, step, epoch)
         t1 = time.perf_counter()
         res.train_s += t1 - t0
         res.steps = step

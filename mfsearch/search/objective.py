@@ -94,7 +94,7 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         out["total_s"] = round(time.perf_counter() - t0, 3)
         return out
     try:
-        res = train_and_evaluate(cfg, space.evaluation, report)
+        res = train_and_evaluate(cfg, space.evaluation, report, evaluate_every_epoch=epoch_reports_needed(space))
     except RuntimeError as e:
         if isinstance(e, TrialFailed):
             raise
@@ -111,6 +111,13 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         "stopped_early": res.stopped_early,
     })
     return out
+
+
+def epoch_reports_needed(space: Space) -> bool:
+    """Whether a trial must be validated after every epoch: only when something can stop it early on
+    those numbers (Optuna's pruner, single-objective; Ray's ASHA). Otherwise once, at the end."""
+    s = space.search
+    return space.evaluation.epochs > 1 and (len(space.objectives) == 1 or (s.engine == "ray" and s.asha))
 
 
 def objective_values(space: Space, record: dict[str, Any]) -> list[float]:
