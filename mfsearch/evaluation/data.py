@@ -18,6 +18,7 @@ device and iterates seeded, optionally augmented batches without workers.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import io
 import math
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
     "ENV_VARS",
     "FASHION_MNIST_DEFAULT_ROOT",
@@ -59,16 +61,32 @@ __all__ = [
 ]
 
 FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
-ENV_VARS: dict[str, str] = {
-    "fashion_mnist": "MFSEARCH_FASHION_MNIST",
-    "cifar10": "MFSEARCH_CIFAR10",
-    "cifar100": "MFSEARCH_CIFAR100",
-    "imagefolder": "MFSEARCH_IMAGEFOLDER",
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """A data set mfsearch reads: the variable naming its root, its default root, the size of its
+    training split (validation subsets are drawn from it too; ``None``: known once read) and the
+    reader ``(root, split, origin, image_size) -> ArrayDataset`` (registered below, with the readers)."""
+
+    name: str
+    env: str
+    train_size: int | None = None
+    default_root: str | None = None
+    read: Any = None
+
+
+#: name -> kind: ``evaluation.dataset`` in space files. Adding a data set is one entry here plus its reader.
+DATASETS: dict[str, DatasetKind] = {
+    "fashion_mnist": DatasetKind("fashion_mnist", "MFSEARCH_FASHION_MNIST", 60000, FASHION_MNIST_DEFAULT_ROOT),
+    "cifar10": DatasetKind("cifar10", "MFSEARCH_CIFAR10", 50000),
+    "cifar100": DatasetKind("cifar100", "MFSEARCH_CIFAR100", 50000),
+    "imagefolder": DatasetKind("imagefolder", "MFSEARCH_IMAGEFOLDER"),
 }
-DATASET_NAMES: tuple[str, ...] = tuple(ENV_VARS)
-#: Images in the training split of the data sets whose size is fixed. Validation subsets are drawn
-#: from this split too, so ``train_size + val_size`` must fit in it (imagefolder: known once read).
-TRAIN_SPLIT_SIZES: dict[str, int] = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+ENV_VARS: dict[str, str] = {n: k.env for n, k in DATASETS.items()}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+#: Images in the training split of the data sets whose size is fixed (``train_size + val_size`` must fit).
+TRAIN_SPLIT_SIZES: dict[str, int] = {n: k.train_size for n, k in DATASETS.items() if k.train_size}
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 _ALIASES = {
@@ -632,6 +650,14 @@ def _read_image_folder(root: Path, split: str, image_size: int | None, origin: s
 # Entry point
 # --------------------------------------------------------------------------- #
 
+for _name, _read in {
+    "fashion_mnist": lambda root, split, origin, size: _read_fashion_mnist(root, split, origin),
+    "cifar10": lambda root, split, origin, size: _read_cifar(root, "cifar10", split, origin),
+    "cifar100": lambda root, split, origin, size: _read_cifar(root, "cifar100", split, origin),
+    "imagefolder": lambda root, split, origin, size: _read_image_folder(root, split, size, origin),
+}.items():
+    DATASETS[_name] = dataclasses.replace(DATASETS[_name], read=_read)
+
 _CACHE: dict[tuple[str, str, str, int | None], ArrayDataset] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -664,13 +690,13 @@ def _canonical_name(name: str) -> str:
 def _resolve_root(name: str, root: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
     if root is not None and str(root) != "":
         return Path(root).expanduser(), "root argument"
-    env = ENV_VARS[name]
-    value = os.environ.get(env, "")
+    kind = DATASETS[name]
+    value = os.environ.get(kind.env, "")
     if value:
-        return Path(value).expanduser(), f"${env}"
-    if name == "fashion_mnist":
-        return Path(FASHION_MNIST_DEFAULT_ROOT), "default location"
-    return None, f"no root argument and ${env} is not set"
+        return Path(value).expanduser(), f"${kind.env}"
+    if kind.default_root:
+        return Path(kind.default_root), "default location"
+    return None, f"no root argument and ${kind.env} is not set"
 
 
 def load_dataset(
@@ -707,12 +733,7 @@ def load_dataset(
             hit = _CACHE.get(cache_key)
         if hit is not None:
             return hit
-    if key == "fashion_mnist":
-        dataset = _read_fashion_mnist(path, split, origin)
-    elif key in _CIFAR_SPECS:
-        dataset = _read_cifar(path, key, split, origin)
-    else:
-        dataset = _read_image_folder(path, split, image_size, origin)
+    dataset = DATASETS[key].read(path, split, origin, image_size)
     if cache:
         dataset.images.setflags(write=False)
         dataset.labels.setflags(write=False)
