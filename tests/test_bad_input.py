@@ -30,8 +30,6 @@ from mfsearch.models.io import load_config_file
 from mfsearch.space import load_space
 from mfsearch.store import StorageError, StudyRef, default_storage_url, open_storage, write_run_info
 
-from .test_search import TINY, tiny_space
-
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -78,8 +76,8 @@ def experiment(tmp_path: Path, arms: str = "  a: {}\n  b: {activation: relu}\n",
 # ----------------------------------------------------------------------------- 1. what a path is
 
 
-def _space_text() -> str:
-    return TINY.read_text()
+def _space_text(tiny_yaml) -> str:
+    return tiny_yaml.read_text()
 
 
 ENTRY_POINTS = {  # command line -> the kind of file it reads
@@ -106,8 +104,8 @@ def test_a_fifo_or_a_directory_is_named_and_never_opened_for_reading(tmp_path, c
 
 
 @pytest.mark.parametrize("command", ["info", "run"])
-def test_an_unreadable_file_says_permission_denied(tmp_path, command):
-    text = "base: mobile_former_26m\n" if command == "info" else _space_text()
+def test_an_unreadable_file_says_permission_denied(tmp_path, command, tiny_yaml):
+    text = "base: mobile_former_26m\n" if command == "info" else _space_text(tiny_yaml)
     p = tmp_path / "secret.yaml"
     p.write_text(text)
     p.chmod(0o000)
@@ -138,14 +136,14 @@ def test_results_and_pareto_of_a_study_with_no_trials(tmp_path):
 # ----------------------------------------------------------------------------- 3. subset sizes vs the data set
 
 
-def test_train_plus_val_larger_than_fashion_mnist_is_refused_at_load(tmp_path):
+def test_train_plus_val_larger_than_fashion_mnist_is_refused_at_load(tmp_path, tiny_space):
     p = tiny_space(tmp_path, evaluation={"train_size": 59000, "val_size": 2000})
     line = one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
                     "evaluation.train_size: ", "61000", "60000")
     assert f"{p}:" in line and not (tmp_path / "runs" / "tiny").exists()
 
 
-def test_batch_larger_than_train_size_is_refused_not_trained_for_zero_steps(tmp_path):
+def test_batch_larger_than_train_size_is_refused_not_trained_for_zero_steps(tmp_path, tiny_space):
     p = tiny_space(tmp_path, evaluation={"train_size": 100, "val_size": 50, "batch_size": 128})
     one_line(cli("run", str(p), "--no-progress", "--trials", "1", "--no-references", cwd=tmp_path),
              f"{p}:", "evaluation.batch_size: ", "train_size (100)")
@@ -159,7 +157,7 @@ def test_batch_larger_than_train_size_is_refused_not_trained_for_zero_steps(tmp_
     ({"dataset": "fashion_mnist", "train_size": 10, "val_size": 10, "batch_size": 2.5e1},
      r"evaluation.batch_size: .*train_size \(10\)"),
 ])
-def test_subset_sizes_are_checked_against_the_known_split_sizes(tmp_path, evaluation, pattern):
+def test_subset_sizes_are_checked_against_the_known_split_sizes(tmp_path, evaluation, pattern, tiny_space):
     with pytest.raises(InputError, match=pattern):
         load_space(tiny_space(tmp_path, evaluation=evaluation))
     exp = experiment(tmp_path)
@@ -180,7 +178,7 @@ def _image_tree(root: Path, per_class: int = 12) -> Path:
     return root
 
 
-def test_imagefolder_sizes_are_refused_when_the_data_is_read(tmp_path):
+def test_imagefolder_sizes_are_refused_when_the_data_is_read(tmp_path, tiny_space):
     tree = _image_tree(tmp_path / "images")
     p = tiny_space(tmp_path, evaluation={"dataset": "imagefolder", "data_root": str(tree), "image_size": 8,
                                          "train_size": 20, "val_size": 10, "batch_size": 4})
@@ -196,14 +194,14 @@ def test_imagefolder_sizes_are_refused_when_the_data_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["!!python/object:os.system", "[1"])
-def test_proxy_check_set_with_bad_yaml_is_one_line(tmp_path, value):
+def test_proxy_check_set_with_bad_yaml_is_one_line(tmp_path, value, tiny_space):
     p = tiny_space(tmp_path)
     one_line(cli("proxy-check", str(p), "--set", f"evaluation.epochs={value}", "--quiet", cwd=tmp_path),
              f"--set 'evaluation.epochs={value}'", "VALUE")
     assert not (tmp_path / "runs").exists()
 
 
-def test_proxy_check_zero_cost_batch_larger_than_the_data(tmp_path):
+def test_proxy_check_zero_cost_batch_larger_than_the_data(tmp_path, tiny_space):
     p = tiny_space(tmp_path)  # train_size 2000, batch_size 64: 31 full batches, 1984 examples an epoch
     one_line(cli("proxy-check", str(p), "--zero-cost", "--skip-paper", "--sample", "4", "--batch-size", "1985",
                  "--quiet", cwd=tmp_path), "--batch-size: ", "1984")
@@ -282,9 +280,9 @@ def test_checkpoint_path_that_is_a_fifo_or_a_directory(tmp_path):
 # ----------------------------------------------------------------------------- 7. repeated keys
 
 
-def test_repeated_key_names_both_lines(tmp_path):
+def test_repeated_key_names_both_lines(tmp_path, tiny_yaml):
     p = tmp_path / "space.yaml"
-    text = _space_text().replace("  stem: {choice: [8, 12]}\n", "  stem: {choice: [8, 12]}\n  stem: 8\n")
+    text = _space_text(tiny_yaml).replace("  stem: {choice: [8, 12]}\n", "  stem: {choice: [8, 12]}\n  stem: 8\n")
     p.write_text(text)
     first = text.splitlines().index("  stem: {choice: [8, 12]}") + 1
     with pytest.raises(InputError, match=rf"^{re.escape(str(p))}:{first + 1}: space.stem: repeated key "
@@ -316,7 +314,7 @@ def test_repeated_arm_names_are_refused(tmp_path, arms, line, field, first):
 
 
 
-def test_proxy_check_set_value_with_a_repeated_key(tmp_path):
+def test_proxy_check_set_value_with_a_repeated_key(tmp_path, tiny_space):
     p = tiny_space(tmp_path)
     one_line(cli("proxy-check", str(p), "--set", "evaluation.epochs={a: 1, a: 2}", "--quiet", cwd=tmp_path),
              "--set 'evaluation.epochs={a: 1, a: 2}'", "VALUE:1: a: repeated key (first at line 1)")
@@ -358,13 +356,13 @@ def test_info_of_a_variant_shows_its_own_name_and_no_paper_line(tmp_path):
 # ----------------------------------------------------------------------------- 10. numbers written as text
 
 
-def test_integer_fields_take_exact_integers_in_any_notation(tmp_path):
+def test_integer_fields_take_exact_integers_in_any_notation(tmp_path, tiny_yaml, tiny_space):
     space = load_space(tiny_space(tmp_path, budget={"macs": "8.5e6", "params": "1e6"},
                                   evaluation={"train_size": "2e3", "lr": "1e-2"}))
     assert space.budget.macs == 8_500_000 and space.budget.params == 1_000_000
     assert space.evaluation.train_size == 2000 and space.evaluation.lr == 0.01
     p = tmp_path / "t.yaml"
-    p.write_text(TINY.read_text().replace("macs: 8500000", "macs: 8.5e6"))  # YAML 1.1 reads 8.5e6 as text
+    p.write_text(tiny_yaml.read_text().replace("macs: 8500000", "macs: 8.5e6"))  # YAML 1.1 reads 8.5e6 as text
     assert load_space(p).budget.macs == 8_500_000
 
 
@@ -376,7 +374,7 @@ def test_integer_fields_take_exact_integers_in_any_notation(tmp_path):
     ({"lr": "fast"}, r"evaluation.lr: must be a number, got 'fast'"),
     ({"lr": "inf"}, r"evaluation.lr: must be a number, got 'inf'"),
 ])
-def test_non_integral_or_non_numeric_values_are_refused(tmp_path, evaluation, pattern):
+def test_non_integral_or_non_numeric_values_are_refused(tmp_path, evaluation, pattern, tiny_space):
     with pytest.raises(InputError, match=pattern):
         load_space(tiny_space(tmp_path, evaluation=evaluation))
 

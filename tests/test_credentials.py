@@ -25,7 +25,6 @@ from mfsearch.space import load_space
 from mfsearch.store import StorageError, open_storage, redact
 
 from .pg import PostgresServer
-from .test_search import run_cli, tiny_space
 
 SPECIAL = "/@:?#% &=+!$'()*,;[]~\\\"<>^`{|}"
 WORD = string.ascii_letters + string.digits
@@ -131,7 +130,7 @@ def _assert_nowhere(pw: str, files: dict[str, bytes], *texts: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["postgresql://mf:pa/ss@127.0.0.1:1/db", "postgresql://:p@ss:w?rd#x@[::1]:1/db"])
-def test_cli_unreachable_storage_prints_no_password(tmp_path, url):
+def test_cli_unreachable_storage_prints_no_password(tmp_path, url, run_cli):
     shutil.copy(Path(__file__).parent.parent / "spaces" / "tiny.yaml", tmp_path / "tiny.yaml")
     r = run_cli("run", "tiny.yaml", "--storage", url, cwd=tmp_path, check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -142,7 +141,7 @@ def test_cli_unreachable_storage_prints_no_password(tmp_path, url):
         assert piece not in r.stdout + r.stderr
 
 
-def test_space_without_credentials(tmp_path):
+def test_space_without_credentials(tmp_path, tiny_space):
     url = "postgresql://mf:pa/ss@db.example.org:5432/mfsearch"
     space = load_space(tiny_space(tmp_path, storage=url))
     public = space.without_credentials()
@@ -180,7 +179,7 @@ def _database_texts(url: str) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, postgres):
+def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, postgres, run_cli, tiny_space):
     url = postgres.create_role("mfspecial", PG_PASSWORD)
     p = tiny_space(tmp_path, name="pgspecial", search={"trials": 2, "sampler": "random", "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", "--storage", url, cwd=tmp_path)
@@ -196,7 +195,7 @@ def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, 
 @pytest.mark.postgres
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_engine_persists_no_password_from_the_space_file(tmp_path, postgres):
+def test_ray_engine_persists_no_password_from_the_space_file(tmp_path, postgres, tiny_space):
     """The password is in the space file's ``storage:``; after a Ray run no copy of it is anywhere: run
     directory, Ray's experiment directory (params.pkl, tuner.pkl, searcher state), Ray's session logs, the
     study and trial attributes, the output."""

@@ -30,8 +30,6 @@ from mfsearch.models.random import random_config
 from mfsearch.space import load_space
 from mfsearch.space.sample import random_suggest, sample_config
 
-from .test_search import TINY, load, run_cli, tiny_space
-
 
 def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Weights and statistics far from their initial values, so every path (token MLPs, gates, BN) shows."""
@@ -131,7 +129,7 @@ def test_graph_is_plain_default_domain_ops():
 # ----------------------------------------------------------------------------- export command
 
 
-def test_export_writes_onnx_yaml_and_state_dict(tmp_path):
+def test_export_writes_onnx_yaml_and_state_dict(tmp_path, run_cli):
     out = tmp_path / "exp"
     r = run_cli("export", "mobile_former_26m", "--format", "onnx,yaml,pt", "--out", str(out), "--input-size", "64",
                 "--opset", "18", cwd=tmp_path)
@@ -168,13 +166,13 @@ def test_export_python_api_verifies_against_eager(tmp_path):
     (("nope",), "unknown model 'nope'"),
     (("mobile_former_26m", "--rank", "2"), "--rank: picks a member of a study"),
 ])
-def test_export_bad_input_is_one_line(tmp_path, args, msg):
+def test_export_bad_input_is_one_line(tmp_path, args, msg, run_cli):
     r = run_cli("export", *args, "--out", str(tmp_path / "o"), cwd=tmp_path, check=False)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_export_to_an_unwritable_place_is_one_line(tmp_path):
+def test_export_to_an_unwritable_place_is_one_line(tmp_path, run_cli):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     r = run_cli("export", "mobile_former_26m", "--out", str(blocker / "sub"), cwd=tmp_path, check=False)
@@ -194,7 +192,7 @@ def test_what_cannot_be_exported_is_named():
         model_proto(mfsearch.create_model("mobile_former_26m").eval(), 64, opset=16)
 
 
-def test_export_a_study_member(tmp_path):
+def test_export_a_study_member(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     trials = [t for t in load(tmp_path).trials if t.user_attrs.get("status") == "trained"]
@@ -217,7 +215,7 @@ def test_export_a_study_member(tmp_path):
 # ----------------------------------------------------------------------------- latency table
 
 
-def small_space(tmp_path):
+def small_space(tmp_path, tiny_space):
     """A corner of the tiny space with a handful of units (a table builds in seconds at 32x32)."""
     return tiny_space(tmp_path, name="small", space={
         "num_tokens": 2, "token_dim": 32, "stem": 8, "head": 64, "activation": {"choice": ["dyrelu", "relu"]},
@@ -226,8 +224,8 @@ def small_space(tmp_path):
                     "down_e2": 2}]})
 
 
-def test_space_unit_keys_cover_every_sampled_config():
-    space = load_space(TINY)
+def test_space_unit_keys_cover_every_sampled_config(tiny_yaml):
+    space = load_space(tiny_yaml)
     keys = space_unit_keys(space, 64)
     n = 0
     for s in range(200):
@@ -238,11 +236,11 @@ def test_space_unit_keys_cover_every_sampled_config():
 
 
 @pytest.fixture(scope="module")
-def small_table(tmp_path_factory):
+def small_table(tmp_path_factory, run_cli, tiny_space):
     tmp = tmp_path_factory.mktemp("table")
     out = tmp / "small.json"
-    r = run_cli("latency-table", "build", "--space", str(small_space(tmp)), "--input-size", "32", "--no-presets",
-                "--calibration", "6", "--out", str(out), cwd=tmp)
+    r = run_cli("latency-table", "build", "--space", str(small_space(tmp, tiny_space)), "--input-size", "32",
+                "--no-presets", "--calibration", "6", "--out", str(out), cwd=tmp)
     assert "wrote" in r.stdout
     return tmp, out
 
@@ -258,10 +256,10 @@ def test_table_records_where_and_how_it_was_measured(small_table):
     assert all(u["ms"] > 0 and u["runs"] >= 25 and u["macs"] > 0 for u in data["units"])
 
 
-def test_predict_sums_the_units_and_applies_the_correction(small_table):
+def test_predict_sums_the_units_and_applies_the_correction(small_table, run_cli, tiny_space):
     tmp, out = small_table
     table = load_table(out)
-    space = load_space(small_space(tmp))
+    space = load_space(small_space(tmp, tiny_space))
     for s in range(5):
         cfg = sample_config(space, random_suggest(s))
         keys = unit_keys(cfg, 32)
@@ -273,7 +271,7 @@ def test_predict_sums_the_units_and_applies_the_correction(small_table):
     assert json.loads(r.stdout)["predicted_ms"] > 0
 
 
-def test_missing_units_are_estimated_or_measured_never_a_crash(small_table, tmp_path):
+def test_missing_units_are_estimated_or_measured_never_a_crash(small_table, tmp_path, run_cli):
     _, out = small_table
     copy = tmp_path / "t.json"
     copy.write_text(out.read_text())
@@ -299,7 +297,7 @@ def test_missing_units_are_estimated_or_measured_never_a_crash(small_table, tmp_
     ("runtime_version", "onnxruntime 0.0.1", "built with onnxruntime 0.0.1"),
     ("format", "something", "not an mfsearch latency table"),
 ])
-def test_a_foreign_or_damaged_table_is_refused(small_table, tmp_path, field, value, msg):
+def test_a_foreign_or_damaged_table_is_refused(small_table, tmp_path, field, value, msg, run_cli):
     _, out = small_table
     data = json.loads(out.read_text())
     data[field] = value
@@ -312,7 +310,7 @@ def test_a_foreign_or_damaged_table_is_refused(small_table, tmp_path, field, val
         load_table(bad)
 
 
-def test_a_table_for_other_settings_is_refused(small_table, tmp_path):
+def test_a_table_for_other_settings_is_refused(small_table, tmp_path, run_cli):
     tmp, out = small_table
     for args, msg in ((("--threads", "2"), "built for 1 thread(s), asked for 2"),
                       (("--input-size", "224"), "built at input size 32, asked for 224")):
@@ -324,7 +322,7 @@ def test_a_table_for_other_settings_is_refused(small_table, tmp_path):
     assert r.returncode == 2 and "not a readable latency table" in r.stderr
 
 
-def test_table_build_bad_input(tmp_path):
+def test_table_build_bad_input(tmp_path, run_cli):
     for args, msg in ((("--runtime", "eager"), "--runtime: a latency table is measured on onnxruntime"),
                       (("--threads", "0"), "--threads"),
                       (("--space", str(tmp_path / "none.yaml")), "no such file")):

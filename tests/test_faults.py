@@ -17,7 +17,6 @@ from mfsearch.space import load_space
 from mfsearch.store import default_storage_url, open_storage
 
 from .pg import PASSWORD, PostgresServer
-from .test_search import load, run_cli, tiny_space
 
 
 def _trials(url: str, name: str = "tiny") -> list:
@@ -42,7 +41,7 @@ def _wait_for(pred, timeout: float = 300.0) -> None:
         time.sleep(0.2)
 
 
-def test_kill_9_mid_trial_then_resume(tmp_path):
+def test_kill_9_mid_trial_then_resume(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 4, "sampler": "random", "reference_models": False})
     url = default_storage_url(tmp_path / "runs" / "tiny")
     proc = _start(["run", str(p), "--no-progress"], tmp_path)
@@ -67,7 +66,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     assert len({t.user_attrs["arch_id"] for t in _status(after, "trained")}) == len(_status(after, "trained")) == 4
 
 
-def test_diverging_trials_are_failed_with_reason_and_bounded(tmp_path):
+def test_diverging_trials_are_failed_with_reason_and_bounded(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, evaluation={"lr": 1e5, "warmup_epochs": 0.0, "weight_decay": 0.0},
                    search={"trials": 2, "sampler": "random", "reference_models": False, "max_failures": 3})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
@@ -79,7 +78,7 @@ def test_diverging_trials_are_failed_with_reason_and_bounded(tmp_path):
         assert t.state.name == "FAIL" and "loss became nan" in t.user_attrs["failure_reason"]
 
 
-def test_two_workers_share_a_journal_store(tmp_path):
+def test_two_workers_share_a_journal_store(tmp_path, load, run_cli, tiny_space):
     """Two workers from the space file (``search.workers``; the PostgreSQL test uses ``--workers``)."""
     p = tiny_space(tmp_path, search={"trials": 6, "sampler": "random", "reference_models": False, "workers": 2})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -98,7 +97,7 @@ def postgres():
     server.close()
 
 
-def test_postgres_two_workers_and_no_credentials_leak(tmp_path, postgres):
+def test_postgres_two_workers_and_no_credentials_leak(tmp_path, postgres, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="pgtiny", search={"trials": 6, "sampler": "tpe", "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", "--workers", "2", "--storage", postgres.url, cwd=tmp_path)
     trained = _status(_trials(postgres.url, "pgtiny"), "trained")
@@ -116,7 +115,7 @@ def test_postgres_two_workers_and_no_credentials_leak(tmp_path, postgres):
     assert PASSWORD not in r.stdout + r.stderr
 
 
-def test_postgres_going_away_mid_study(tmp_path, postgres):
+def test_postgres_going_away_mid_study(tmp_path, postgres, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="pgdown", search={"trials": 5, "sampler": "random", "reference_models": False})
     proc = _start(["run", str(p), "--no-progress", "--storage", postgres.url], tmp_path)
 
@@ -145,7 +144,7 @@ def test_postgres_going_away_mid_study(tmp_path, postgres):
     assert all(t.user_attrs.get("history") and t.values for t in trained)
 
 
-def test_unreachable_database_is_one_line(tmp_path):
+def test_unreachable_database_is_one_line(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, storage=f"postgresql://mf:{PASSWORD}@127.0.0.1:9/none")
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
@@ -213,7 +212,7 @@ def test_tiny_space_is_valid_yaml():
     assert yaml.safe_load((Path(__file__).parent.parent / "spaces" / "tiny.yaml").read_text())["name"] == "tiny"
 
 
-def test_workers_share_one_progress_bar(tmp_path):
+def test_workers_share_one_progress_bar(tmp_path, run_cli, tiny_space):
     """Several workers: their trial lines reach the parent, which prints them under one progress bar."""
     p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "reference_models": False, "workers": 2})
     r = run_cli("run", str(p), cwd=tmp_path)

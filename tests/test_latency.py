@@ -22,8 +22,6 @@ from mfsearch.evaluation.latency import (
 from mfsearch.models import inference_model
 from mfsearch.space import load_space
 
-from .test_search import TINY, load, run_cli, tiny_space
-
 QUICK = LatencySettings(threads=1, input_size=64, warmup=1, runs=5)
 
 
@@ -79,7 +77,7 @@ def test_measure_latency_records_where_and_how():
     assert big.median_ms > lat.median_ms
 
 
-def test_latency_command(tmp_path):
+def test_latency_command(tmp_path, run_cli):
     r = run_cli("latency", "mobile_former_26m", "mobile_former_52m", "--input-size", "64", "--runs", "3",
                 "--warmup", "1", "--runtime", "eager", "--json", cwd=tmp_path)
     rows = json.loads(r.stdout)
@@ -113,7 +111,7 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-def test_a_runtime_that_is_not_installed_is_one_line(tmp_path):
+def test_a_runtime_that_is_not_installed_is_one_line(tmp_path, tiny_yaml):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCK_ORT)  # the import really fails, in a real process
@@ -129,7 +127,7 @@ def test_a_runtime_that_is_not_installed_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("mfsearch: error: --runtime auto: onnxruntime is not installed")
     assert "pip install onnx onnxruntime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = cli("latency-table", "build", "--no-presets", "--space", str(TINY))
+    r = cli("latency-table", "build", "--no-presets", "--space", str(tiny_yaml))
     assert r.returncode == 2 and "onnxruntime is not installed" in r.stderr and "Traceback" not in r.stderr
     r = cli("export", "mobile_former_26m", "--input-size", "32", "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and "onnxruntime is not installed" in r.stderr and "Traceback" not in r.stderr
@@ -138,7 +136,7 @@ def test_a_runtime_that_is_not_installed_is_one_line(tmp_path):
     assert r.returncode == 0 and "runtime eager" in r.stdout, r.stderr
 
 
-def test_search_with_a_latency_budget_and_objective(tmp_path):
+def test_search_with_a_latency_budget_and_objective(tmp_path, load, run_cli, tiny_space):
     from mfsearch.space.sample import fixed_suggest, sample_config
 
     lat = {"threads": 1, "input_size": 64, "runs": 7, "warmup": 2, "runtime": "onnxruntime"}
@@ -168,7 +166,7 @@ def test_search_with_a_latency_budget_and_objective(tmp_path):
     assert png.stat().st_size > 1000
 
 
-def test_zero_cost_objective_search_trains_nothing(tmp_path):
+def test_zero_cost_objective_search_trains_nothing(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, objectives=[{"snip": "maximize"}, {"macs": "minimize"}],
                    search={"trials": 4, "sampler": "random", "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -180,7 +178,7 @@ def test_zero_cost_objective_search_trains_nothing(tmp_path):
         assert t.values[0] == t.user_attrs["snip"] and t.user_attrs["snip"] > 0
 
 
-def test_prescreen_trains_the_best_scored_candidate(tmp_path):
+def test_prescreen_trains_the_best_scored_candidate(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, prescreen={"proxy": "synflow", "candidates": 3},
                    search={"trials": 2, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -206,7 +204,7 @@ def test_prescreen_trains_the_best_scored_candidate(tmp_path):
     ({"search": {"engine": "ray"}, "budget": {"latency_ms": 5}}, "search.engine"),
     ({"objectives": [{"snip": "maximize"}], "prescreen": {"proxy": "snip"}}, "prescreen"),
 ])
-def test_bad_latency_and_proxy_settings_name_the_field(tmp_path, changes, field):
+def test_bad_latency_and_proxy_settings_name_the_field(tmp_path, changes, field, tiny_space):
     from mfsearch.errors import InputError
 
     with pytest.raises(InputError, match=rf"{field.replace('[', '.').replace(']', '.')}: "):

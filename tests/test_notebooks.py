@@ -13,8 +13,6 @@ from mfsearch.search import OptunaSearch
 from mfsearch.space import load_space
 from mfsearch.store import StudyRef, default_storage_url
 
-from .test_search import tiny_space
-
 NB = Path(__file__).parent.parent / "notebooks"
 
 
@@ -34,7 +32,7 @@ def execute(name: str, env: dict[str, str]) -> nbformat.NotebookNode:
     return nb
 
 
-def test_pareto_notebook(tmp_path):
+def test_pareto_notebook(tmp_path, tiny_space):
     # a (never binding) latency budget: every trial carries a measured latency for the latency plot
     p = tiny_space(tmp_path, name="nbtiny", budget={"macs": 30_000_000, "latency_ms": 10_000},
                    latency={"threads": 1, "input_size": 64, "runs": 3, "warmup": 1, "runtime": "eager"},

@@ -16,8 +16,6 @@ from mfsearch.proxycheck import (
 )
 from mfsearch.space import load_space, within_budget
 
-from .test_search import TINY, run_cli
-
 
 def test_rank_correlations_and_intervals():
     assert rank_correlations([1, 2, 3, 4], [10, 20, 30, 40]) == (1.0, 1.0)
@@ -49,16 +47,16 @@ def test_vectorised_rank_correlations_equal_scipys_row_by_row():
     np.testing.assert_allclose(np.c_[sp, kt], [rank_correlations(r, ties) for r in x[1:50]], rtol=0, atol=1e-12)
 
 
-def test_sampled_architectures_are_distinct_within_budget_and_seeded():
-    space = load_space(TINY)
+def test_sampled_architectures_are_distinct_within_budget_and_seeded(tiny_yaml):
+    space = load_space(tiny_yaml)
     a = sample_architectures(space, 5, seed=3)
     assert len({c.arch_id for c in a}) == 5
     assert all(within_budget(c, space.budget)[0] for c in a)
     assert [c.arch_id for c in a] == [c.arch_id for c in sample_architectures(space, 5, seed=3)]
 
 
-def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path):
-    args = ("proxy-check", str(TINY), "--seeds", "2", "--models", "26m,52m,96m", "--zero-cost", "--sample", "4",
+def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path, tiny_yaml, run_cli):
+    args = ("proxy-check", str(tiny_yaml), "--seeds", "2", "--models", "26m,52m,96m", "--zero-cost", "--sample", "4",
             "--quiet")
     r = run_cli(*args, cwd=tmp_path)
     assert "| mobile_former_96m | 72.8 |" in r.stdout and "Spearman" in r.stdout
@@ -85,12 +83,12 @@ def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path):
     for bad, msg in [(("--models", "26m,52m"), "at least 3 models"), (("--models", "26m,52m,7b"), "unknown paper"),
                      (("--set", "epochs=2"), "evaluation.KEY=VALUE"), (("--set", "evaluation.epochs=0"),
                                                                          "evaluation.epochs")]:
-        r = run_cli("proxy-check", str(TINY), *bad, cwd=tmp_path, check=False)
+        r = run_cli("proxy-check", str(tiny_yaml), *bad, cwd=tmp_path, check=False)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r2.returncode == 0
 
 
 @pytest.mark.parametrize("missing", ["nope.yaml"])
-def test_proxy_check_missing_space_file(tmp_path, missing):
+def test_proxy_check_missing_space_file(tmp_path, missing, run_cli):
     r = run_cli("proxy-check", missing, cwd=tmp_path, check=False)
     assert r.returncode == 2 and missing in r.stderr and "Traceback" not in r.stderr

@@ -14,8 +14,6 @@ from mfsearch.proxycheck import cpu_minutes, select_records
 from mfsearch.proxycheck.sweep import load_sweep, sweep_jobs
 from mfsearch.space import load_space
 
-from .test_search import TINY, run_cli
-
 SMALL = {"train_size": 256, "val_size": 128}  # on the tiny space: 16x16, one epoch
 MODELS = ["52m", "26m", "96m"]
 SHIPPED = Path(__file__).parent.parent / "experiments" / "proxy_sweeps" / "macs300.yaml"
@@ -28,9 +26,9 @@ def sweep_file(tmp_path: Path, settings: dict, name: str = "smoke", **top) -> Pa
     return p
 
 
-def test_sweep_reports_resumes_and_shares_runs_with_a_plain_check(tmp_path):
+def test_sweep_reports_resumes_and_shares_runs_with_a_plain_check(tmp_path, tiny_yaml, run_cli):
     f = sweep_file(tmp_path, {"small": SMALL, "small_det": {**SMALL, "deterministic": True}})
-    r = run_cli("proxy-check", str(TINY), "--sweep", str(f), cwd=tmp_path)
+    r = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(f), cwd=tmp_path)
     order = re.findall(r"seed (\d) \[(\w+)\]", r.stderr)
     assert order == [(sd, s) for sd in "01" for s in ("small", "small_det") for _ in MODELS]  # seed-major
     out = tmp_path / "runs" / "proxy-check"
@@ -55,23 +53,23 @@ def test_sweep_reports_resumes_and_shares_runs_with_a_plain_check(tmp_path):
     assert len(recs) == 12 and all(x["cpu_s"] > 0 and x["threads"] == 1 for x in recs)
     assert sum(x["deterministic"] for x in recs) == 6
     # resumed: nothing left to train, and a report of what is stored trains nothing
-    sweep = load_sweep(f, load_space(TINY))
+    sweep = load_sweep(f, load_space(tiny_yaml))
     assert sweep_jobs(sweep, workers=1, runs=tmp_path / "runs") == []
     stored = (folder / "paper.jsonl").read_text()
-    r2 = run_cli("proxy-check", str(TINY), "--sweep", str(f), "--report-only", cwd=tmp_path)
+    r2 = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(f), "--report-only", cwd=tmp_path)
     assert "top-1" not in r2.stderr and "| small_det |" in r2.stdout
     assert json.loads((out / "sweep-smoke" / "report.json").read_text())["rows"] == rep["rows"]
     # a plain proxy-check of the same settings finds the sweep's runs, and not the deterministic variant's
-    r3 = run_cli("proxy-check", str(TINY), "--set", "evaluation.train_size=256", "--set", "evaluation.val_size=128",
-                 "--models", ",".join(MODELS), "--seeds", "2", cwd=tmp_path)
+    r3 = run_cli("proxy-check", str(tiny_yaml), "--set", "evaluation.train_size=256",
+                 "--set", "evaluation.val_size=128", "--models", ",".join(MODELS), "--seeds", "2", cwd=tmp_path)
     assert "top-1" not in r3.stderr and (folder / "paper.jsonl").read_text() == stored
     plain = json.loads((folder / "report.json").read_text())["paper"]
     assert [x["seeds"] for x in plain["rows"]] == [2, 2, 2]
     assert plain["per_seed"] == rows["small"]["per_seed"]
 
 
-def test_sweep_file_errors_name_file_line_and_field(tmp_path):
-    space = load_space(TINY)
+def test_sweep_file_errors_name_file_line_and_field(tmp_path, tiny_yaml, run_cli):
+    space = load_space(tiny_yaml)
     bad = [({"a": {"val_size": 5}}, {}, r":\d+: settings.a.val_size: must be in \[10"),
            ({"a": {"bogus": 1}}, {}, r"settings.a.bogus: unknown key"),
            ({"a": {"augment": "yes"}}, {}, r"settings.a.augment: must be true or false"),
@@ -89,17 +87,17 @@ def test_sweep_file_errors_name_file_line_and_field(tmp_path):
                                           "a_det": {**SMALL, "deterministic": True}}), space)
     assert len({s.evaluation.eval_id() for s in ok.settings}) == 1
     assert [s.variant for s in ok.settings] == [(None, False), (2, False), (None, True)]
-    r = run_cli("proxy-check", str(TINY), "--sweep", str(sweep_file(tmp_path, {"a": {"val_size": 5}})), cwd=tmp_path,
-                check=False)
+    r = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(sweep_file(tmp_path, {"a": {"val_size": 5}})),
+                cwd=tmp_path, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "settings.a.val_size" in r.stderr, r.stderr
-    r = run_cli("proxy-check", str(TINY), "--sweep", str(sweep_file(tmp_path, {"a": SMALL})), "--zero-cost",
+    r = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(sweep_file(tmp_path, {"a": SMALL})), "--zero-cost",
                 cwd=tmp_path, check=False)
     assert r.returncode == 2 and "--zero-cost" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_run_order_is_seed_major_cheapest_first(tmp_path):
+def test_run_order_is_seed_major_cheapest_first(tmp_path, tiny_yaml):
     settings = {"big": {"image_size": 32}, "base_det": {"deterministic": True}, "base": {}, "long": {"epochs": 3}}
-    sweep = load_sweep(sweep_file(tmp_path, settings, seeds=[4, 5]), load_space(TINY))
+    sweep = load_sweep(sweep_file(tmp_path, settings, seeds=[4, 5]), load_space(tiny_yaml))
     jobs = sweep_jobs(sweep, workers=1, runs=tmp_path / "runs")
     order = [(rec["seed"], rec["setting"]) for _, _, rec, _ in jobs]
     # seed-major; cheapest first; the thread / determinism variants after the candidates of their seed
@@ -129,10 +127,10 @@ def test_records_of_variants_do_not_mix():
     assert "without cpu_s" in cpu_minutes([{"total_s": 90.0}])[1]
 
 
-def test_estimate_times_every_setting_and_trains_nothing(tmp_path):
+def test_estimate_times_every_setting_and_trains_nothing(tmp_path, tiny_yaml, run_cli):
     small = {**SMALL, "batch_size": 32}
     f = sweep_file(tmp_path, {"small": small, "wide": {**small, "image_size": 48}}, seeds=[0])
-    r = run_cli("proxy-check", str(TINY), "--sweep", str(f), "--estimate", cwd=tmp_path)
+    r = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(f), "--estimate", cwd=tmp_path)
     est = json.loads((tmp_path / "runs" / "proxy-check" / "sweep-smoke" / "estimate.json").read_text())
     assert set(est["settings"]) == {"small", "wide"}
     assert 0 < est["settings"]["small"]["per_seed_minutes"] < est["settings"]["wide"]["per_seed_minutes"]

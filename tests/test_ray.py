@@ -9,12 +9,11 @@ import pytest
 from mfsearch.store import default_storage_url, open_storage
 
 from .raycluster import RayCluster
-from .test_search import run_cli, tiny_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_ray_engine_then_optuna_continues(tmp_path):
+def test_ray_engine_then_optuna_continues(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="raytiny", evaluation={"epochs": 2},
                    search={"trials": 3, "sampler": "tpe", "reference_models": False, "engine": "ray",
                            "cpus_per_trial": 1, "max_concurrent": 2})
@@ -41,7 +40,7 @@ def test_ray_engine_then_optuna_continues(tmp_path):
     assert sorted(engines) == ["optuna", "ray", "ray", "ray"]
 
 
-def test_cli_on_a_two_node_cluster_with_token_authentication(tmp_path):
+def test_cli_on_a_two_node_cluster_with_token_authentication(tmp_path, tiny_space):
     """Two real raylets (`ray start --head`, `ray start --address`, one CPU each, RAY_AUTH_MODE=token) and
     `mfsearch run --engine ray --address`: every trial lands in the store, and the trials ran on both nodes."""
     p = tiny_space(tmp_path, name="raycluster",

@@ -9,42 +9,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import yaml
 
 from mfsearch.analysis import hypervolume, pareto_front, trials_frame
 from mfsearch.models import MobileFormerConfig, complexity
 from mfsearch.search import OptunaSearch
 from mfsearch.space import load_space, within_budget
 from mfsearch.store import StudyRef, default_storage_url, open_storage
-
-TINY = Path(__file__).parent.parent / "spaces" / "tiny.yaml"
-
-
-def tiny_space(tmp_path: Path, **changes) -> Path:
-    """A copy of the tiny space with some sections changed (deep-merged one level)."""
-    data = yaml.safe_load(TINY.read_text())
-    for k, v in changes.items():
-        if isinstance(v, dict) and isinstance(data.get(k), dict):
-            data[k] = {**data[k], **v}
-        else:
-            data[k] = v
-    p = tmp_path / f"{data['name']}.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
-
-
-def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MFSEARCH_RUNS=str(cwd / "runs"))
-    r = subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True, cwd=cwd,
-                       env=env, timeout=600)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-
-def load(cwd: Path, name: str = "tiny") -> optuna.Study:
-    run_dir = cwd / "runs" / name
-    return optuna.load_study(study_name=name, storage=open_storage(default_storage_url(run_dir)))
 
 
 def search(space_path: Path, cwd: Path, n_classes: int = 10) -> OptunaSearch:
@@ -55,7 +25,7 @@ def search(space_path: Path, cwd: Path, n_classes: int = 10) -> OptunaSearch:
     return s
 
 
-def test_search_records_budget_dedupe_and_resume(tmp_path):
+def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 5, "sampler": "random", "seed": 3, "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     assert "study tiny: 5 architectures evaluated" in r.stdout
@@ -99,7 +69,7 @@ def test_search_records_budget_dedupe_and_resume(tmp_path):
     assert "study tiny: 7 architectures evaluated" in r3.stdout
 
 
-def test_reference_models_results_and_pareto_commands(tmp_path):
+def test_reference_models_results_and_pareto_commands(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="tinyref", budget={"macs": 30_000_000},
                    search={"trials": 2, "reference_models": ["mobile_former_26m"], "sampler": "tpe"})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -122,7 +92,7 @@ def test_reference_models_results_and_pareto_commands(tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "grid"])
-def test_other_samplers_run(tmp_path, sampler):
+def test_other_samplers_run(tmp_path, sampler, load, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": sampler, "reference_models": False})
     s = search(p, tmp_path)
     study = load(tmp_path)
@@ -130,7 +100,7 @@ def test_other_samplers_run(tmp_path, sampler):
     assert s.space.search.sampler == sampler
 
 
-def test_mostly_over_budget_space_still_progresses(tmp_path):
+def test_mostly_over_budget_space_still_progresses(tmp_path, load, tiny_space):
     # at 5.6M MACs only the smallest corner fits: random sampling rarely hits it, repair does
     p = tiny_space(tmp_path, budget={"macs": 5_600_000},
                    search={"trials": 2, "sampler": "random", "max_resample": 10, "reference_models": False})
@@ -143,7 +113,7 @@ def test_mostly_over_budget_space_still_progresses(tmp_path):
     assert misses <= 10 * (len(ok) + 1)  # bounded: at most max_resample misses per success
 
 
-def test_interrupted_trial_is_failed_with_reason_then_study_completes(tmp_path):
+def test_interrupted_trial_is_failed_with_reason_then_study_completes(tmp_path, load, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     space = load_space(p)
     run_dir = tmp_path / "runs" / "tiny"
@@ -166,7 +136,7 @@ def test_interrupted_trial_is_failed_with_reason_then_study_completes(tmp_path):
     assert sum(x.user_attrs.get("status") == "trained" for x in study.trials) == 2
 
 
-def test_changed_evaluation_is_refused_not_mixed(tmp_path):
+def test_changed_evaluation_is_refused_not_mixed(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 1, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     p2 = tiny_space(tmp_path, evaluation={"lr": 0.02}, search={"trials": 1, "sampler": "random",
@@ -177,7 +147,7 @@ def test_changed_evaluation_is_refused_not_mixed(tmp_path):
     assert len(load(tmp_path).trials) >= 1
 
 
-def test_missing_dataset_is_one_clear_line(tmp_path):
+def test_missing_dataset_is_one_clear_line(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, evaluation={"data_root": str(tmp_path / "nowhere")})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
     assert r.returncode == 2
@@ -185,7 +155,7 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_bad_storage_url_is_clear_and_redacted(tmp_path):
+def test_bad_storage_url_is_clear_and_redacted(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, storage="postgresql://mf:s3cret@127.0.0.1:1/nodb")
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
     assert r.returncode == 2
@@ -217,13 +187,13 @@ def test_trials_frame_is_tidy(tmp_path):
     assert "p.x" in df.columns
 
 
-def test_within_budget_uses_1000_classes():
-    space = load_space(TINY)
+def test_within_budget_uses_1000_classes(tiny_yaml):
+    space = load_space(tiny_yaml)
     cfg = MobileFormerConfig.from_dict(dict(space.base_config.to_dict(), num_classes=10))
     assert within_budget(cfg, space.budget)[1]["macs"] == complexity(cfg.replace(num_classes=1000)).macs
 
 
-def test_single_objective_tpe(tmp_path):
+def test_single_objective_tpe(tmp_path, load, tiny_space):
     p = tiny_space(tmp_path, objectives=[{"accuracy": "maximize"}],
                    search={"trials": 2, "sampler": "tpe", "reference_models": False})
     search(p, tmp_path)
@@ -249,7 +219,7 @@ def test_a_trial_between_status_and_tell_still_counts_as_claimed():
     assert in_flight(study, exclude=claimed.number) == {"b" * 16: told_soon.number}
 
 
-def test_the_target_count_reads_one_snapshot(tmp_path):
+def test_the_target_count_reads_one_snapshot(tmp_path, tiny_space):
     """Another worker's ``tell`` landing between two reads must not hide its trial from the count."""
     from mfsearch.search.optuna_engine import OptunaSearch
 

@@ -19,8 +19,6 @@ import pytest
 
 from mfsearch.store import default_storage_url, open_storage
 
-from .test_search import run_cli, tiny_space
-
 pytestmark = pytest.mark.faults
 
 
@@ -49,7 +47,7 @@ def _no_traceback(r: subprocess.CompletedProcess) -> None:
 # ----------------------------------------------------------------------------- torn records
 
 
-def test_torn_last_record_is_set_aside_and_the_run_continues(tmp_path):
+def test_torn_last_record_is_set_aside_and_the_run_continues(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     journal = _journal(tmp_path)
@@ -70,7 +68,7 @@ def test_torn_last_record_is_set_aside_and_the_run_continues(tmp_path):
         _no_traceback(run_cli(cmd, "tiny", cwd=tmp_path))
 
 
-def test_a_record_welded_to_a_torn_one_is_still_read(tmp_path):
+def test_a_record_welded_to_a_torn_one_is_still_read(tmp_path, run_cli, tiny_space):
     """Stores damaged by older versions (a record appended right after a torn one) stay readable."""
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -99,7 +97,7 @@ def _can_mount() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root and tmpfs mounts (a real full disk)")
-def test_full_disk_mid_run_then_space_freed(tmp_path):
+def test_full_disk_mid_run_then_space_freed(tmp_path, tiny_space):
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
@@ -136,7 +134,7 @@ def test_full_disk_mid_run_then_space_freed(tmp_path):
 # ----------------------------------------------------------------------------- one study, one definition
 
 
-def test_same_name_other_space_is_refused_naming_the_field(tmp_path):
+def test_same_name_other_space_is_refused_naming_the_field(tmp_path, run_cli, tiny_space):
     base = {"search": {"trials": 2, "sampler": "random", "reference_models": False}}
     p = tiny_space(tmp_path, **base)
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -181,7 +179,7 @@ def test_same_name_other_space_is_refused_naming_the_field(tmp_path):
 # ----------------------------------------------------------------------------- locks and dead workers
 
 
-def test_stale_lock_from_a_killed_append_is_broken_within_the_grace(tmp_path):
+def test_stale_lock_from_a_killed_append_is_broken_within_the_grace(tmp_path, run_cli, tiny_space):
     """kill -9 mid-append leaves Optuna's lock link; the rerun (run from another folder) must not hang."""
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -198,7 +196,7 @@ def test_stale_lock_from_a_killed_append_is_broken_within_the_grace(tmp_path):
     assert len({a for _, a in _trained(_study(tmp_path)).values()}) == 3
 
 
-def test_default_journal_lock_link_points_at_an_absolute_path(tmp_path, monkeypatch):
+def test_default_journal_lock_link_points_at_an_absolute_path(tmp_path, monkeypatch, tiny_space):
     """A relative link target dangles, so Optuna's grace period can never stat (and break) it."""
     p = tiny_space(tmp_path, search={"trials": 1, "sampler": "random", "reference_models": False})
     r = subprocess.run([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], capture_output=True,
@@ -230,7 +228,7 @@ def _claimed(cwd: Path) -> bool:
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs UTS / pid namespaces (unshare) for a second 'host'")
 @pytest.mark.parametrize("where", ["other-host", "pid-namespace"])
-def test_dead_worker_elsewhere_is_noticed_and_its_trial_redone(tmp_path, where):
+def test_dead_worker_elsewhere_is_noticed_and_its_trial_redone(tmp_path, where, tiny_space):
     p = tiny_space(tmp_path, evaluation={"epochs": 3, "train_size": 4000},
                    search={"trials": 2, "sampler": "random", "reference_models": False})
     env = _env(tmp_path, MFSEARCH_HEARTBEAT_S="1", MFSEARCH_STALE_S="6")
@@ -262,7 +260,7 @@ def test_dead_worker_elsewhere_is_noticed_and_its_trial_redone(tmp_path, where):
     assert len({a for _, a in _trained(study).values()}) == 2
 
 
-def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path):
+def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path, tiny_space):
     """Another live process on another 'host' keeps beating: the second run leaves its trial alone."""
     from mfsearch.store.liveness import stale_reason
 
@@ -297,7 +295,7 @@ def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path):
 # ----------------------------------------------------------------------------- several workers: one line, Ctrl-C
 
 
-def test_two_workers_deterministic_errors_give_one_line(tmp_path):
+def test_two_workers_deterministic_errors_give_one_line(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, budget={"macs": 1000}, search={"trials": 2, "workers": 2, "max_resample": 4,
                                                             "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
@@ -319,7 +317,7 @@ def test_two_workers_deterministic_errors_give_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("delay", [0.3, 2.5, 6.0])
-def test_ctrl_c_with_two_workers_exits_130_without_tracebacks(tmp_path, delay):
+def test_ctrl_c_with_two_workers_exits_130_without_tracebacks(tmp_path, delay, tiny_space):
     p = tiny_space(tmp_path, evaluation={"epochs": 2, "train_size": 3000},
                    search={"trials": 6, "workers": 2, "sampler": "random", "reference_models": False})
     proc = subprocess.Popen([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], cwd=tmp_path,
@@ -354,7 +352,7 @@ def locked(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not _can_mount(), reason="root without mounts cannot be denied a write")
-def test_unwritable_run_dir_and_out_dir_get_one_line(tmp_path, locked):
+def test_unwritable_run_dir_and_out_dir_get_one_line(tmp_path, locked, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 1, "sampler": "random", "reference_models": False})
     r = subprocess.run([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], capture_output=True,
                        text=True, cwd=tmp_path, env=dict(os.environ, MFSEARCH_RUNS=str(locked / "runs")), timeout=300)
@@ -369,7 +367,7 @@ def test_unwritable_run_dir_and_out_dir_get_one_line(tmp_path, locked):
         assert r.returncode == 2 and str(locked) in r.stderr, r.stderr[-2000:]
 
 
-def test_read_only_commands_never_create_a_store(tmp_path):
+def test_read_only_commands_never_create_a_store(tmp_path, run_cli, tiny_space):
     (tmp_path / "runs" / "ghost").mkdir(parents=True)
     (tmp_path / "runs" / "ghost" / "study.json").write_text(json.dumps({"name": "ghost",
                                                                          "storage": "journal:journal.log"}))
@@ -384,7 +382,7 @@ def test_read_only_commands_never_create_a_store(tmp_path):
     assert not (tmp_path / "runs" / "never").exists()
 
 
-def test_results_and_pareto_from_another_folder_and_a_moved_run_dir(tmp_path):
+def test_results_and_pareto_from_another_folder_and_a_moved_run_dir(tmp_path, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     r = subprocess.run([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], capture_output=True,
                        text=True, cwd=tmp_path, env=dict(os.environ, MFSEARCH_RUNS="runs"), timeout=300)
@@ -410,7 +408,7 @@ def test_results_and_pareto_from_another_folder_and_a_moved_run_dir(tmp_path):
 # ----------------------------------------------------------------------------- Optuna conventions
 
 
-def test_dashboard_sees_metric_names_and_infeasible_samples(tmp_path):
+def test_dashboard_sees_metric_names_and_infeasible_samples(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "seed": 1, "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     study = _study(tmp_path)

@@ -14,8 +14,6 @@ from mfsearch.evaluation.settings import Evaluation
 from mfsearch.evaluation.train import GRAPH_WARMUP_STEPS, TrainStep, train_and_evaluate
 from mfsearch.space import load_space
 
-from .test_search import tiny_space
-
 
 def _batches(n: int, device: str, size: int = 32, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
@@ -62,7 +60,7 @@ def test_cuda_graph_step_trains_like_the_eager_step():
     assert float(graphed.sched.get_last_lr()[0]) == pytest.approx(eager.sched.get_last_lr()[0])
 
 
-def test_cuda_graphs_setting(tmp_path):
+def test_cuda_graphs_setting(tmp_path, tiny_space):
     on = load_space(tiny_space(tmp_path))
     off = load_space(tiny_space(tmp_path, evaluation={"cuda_graphs": False}))
     assert on.evaluation.cuda_graphs and not off.evaluation.cuda_graphs
@@ -87,7 +85,7 @@ def test_evaluating_after_every_epoch_does_not_change_training():
     assert once.eval_s < every.eval_s
 
 
-def test_deterministic_setting_trains_under_deterministic_algorithms_and_restores(tmp_path):
+def test_deterministic_setting_trains_under_deterministic_algorithms_and_restores(tmp_path, tiny_space):
     seen = []
     ev = dataclasses.replace(TINY_EV, epochs=1, augment=True, deterministic=True)
     assert not torch.are_deterministic_algorithms_enabled()
@@ -107,7 +105,7 @@ SHIPPED_EVAL_IDS = {"spaces/macs150.yaml": "286cf287a99b", "spaces/macs300.yaml"
                     "experiments/components_matched.yaml": "fd1e4ce2ee41"}
 
 
-def test_eval_ids_of_shipped_settings_are_unchanged():
+def test_eval_ids_of_shipped_settings_are_unchanged(load):
     from mfsearch.ablation import load_experiment
 
     root = Path(__file__).parent.parent
