@@ -71,6 +71,7 @@ class Evaluation:
     compile: bool = False
     cuda_graphs: bool = True  # on CUDA, replay each full training step as one captured graph
     deterministic: bool = False  # train under torch.use_deterministic_algorithms(True)
+    strategy: str = "standalone"  # how an architecture is evaluated (mfsearch.evaluation.strategies)
 
     def eval_id(self) -> str:
         """Hash of the settings that change results (see :data:`EVAL_ID_FIELDS`, :data:`EVAL_ID_IGNORED`).
@@ -128,6 +129,10 @@ def parse_evaluation(ctx: Ctx, raw: Any) -> Evaluation:
         kw["compile"] = bool_field(ctx, d["compile"], f + "compile")
     if "cuda_graphs" in d:
         kw["cuda_graphs"] = bool_field(ctx, d["cuda_graphs"], f + "cuda_graphs")
+    if "strategy" in d:
+        from .strategies import STRATEGIES
+
+        kw["strategy"] = choice_field(ctx, d["strategy"], f + "strategy", tuple(STRATEGIES))
     if "deterministic" in d:
         kw["deterministic"] = bool_field(ctx, d["deterministic"], f + "deterministic")
     e = dataclasses.replace(e, **kw)

@@ -35,6 +35,23 @@ from typing import Any
 from ..errors import InputError
 from ..fields import load_yaml, located
 
+#: name -> "module:function" of a function ``(cfg, space, report, every_epoch) -> dict`` giving the
+#: evaluated part of a trial record (``accuracy``, ``history``, ``fidelity``...); imported when used
+STRATEGIES: dict[str, str] = {
+    "standalone": "mfsearch.search.objective:standalone",
+}
+
+
+def strategy(name: str) -> Any:
+    """The evaluation function of strategy ``name``; an unknown name is one line listing the known ones."""
+    import importlib
+
+    try:
+        module, function = STRATEGIES[name].split(":")
+    except KeyError:
+        raise InputError(f"evaluation.strategy: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}") from None
+    return getattr(importlib.import_module(module), function)
+
 
 @dataclass(frozen=True)
 class OneShotSettings:

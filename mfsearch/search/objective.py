@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..evaluation.strategies import strategy
 from ..evaluation.train import Report, TrialFailed, train_and_evaluate
 from ..models import MobileFormerConfig
 from ..objectives import OBJECTIVES, column
@@ -94,23 +95,23 @@ def evaluate(cfg: MobileFormerConfig, space: Space, report: Report | None = None
         out["total_s"] = round(time.perf_counter() - t0, 3)
         return out
     try:
-        res = train_and_evaluate(cfg, space.evaluation, report, evaluate_every_epoch=epoch_reports_needed(space))
+        out.update(strategy(space.evaluation.strategy)(cfg, space, report, epoch_reports_needed(space)))
     except RuntimeError as e:
         if isinstance(e, TrialFailed):
             raise
         if "out of memory" in str(e).lower():
             raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
         raise
-    out.update({
-        "accuracy": res.accuracy,
-        "history": res.history,
-        "train_s": round(res.train_s, 3),
-        "eval_s": round(res.eval_s, 3),
-        "total_s": round(time.perf_counter() - t0, 3),
-        "steps": res.steps,
-        "stopped_early": res.stopped_early,
-    })
+    out["total_s"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+def standalone(cfg: MobileFormerConfig, space: Space, report: Report | None, every_epoch: bool) -> dict[str, Any]:
+    """The ``standalone`` strategy: train ``cfg`` from scratch with the space's evaluation settings."""
+    res = train_and_evaluate(cfg, space.evaluation, report, evaluate_every_epoch=every_epoch)
+    return {"accuracy": res.accuracy, "history": res.history, "train_s": round(res.train_s, 3),
+            "eval_s": round(res.eval_s, 3), "steps": res.steps, "stopped_early": res.stopped_early,
+            "fidelity": "standalone"}
 
 
 def epoch_reports_needed(space: Space) -> bool:
