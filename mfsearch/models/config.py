@@ -80,7 +80,11 @@ class BlockConfig:
 
 @dataclass(frozen=True)
 class MobileFormerConfig:
-    """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5)."""
+    """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5).
+
+    Fields added after :data:`ID_FIELDS` enter :attr:`arch_id` only when they change the
+    architecture that earlier versions built, so stored ids stay valid.
+    """
 
     stem: int
     blocks: tuple[BlockConfig, ...]
@@ -283,11 +287,25 @@ class MobileFormerConfig:
 
     @property
     def arch_id(self) -> str:
-        """Stable 16-hex-digit hash of the architecture (``num_classes`` and ``name`` excluded)."""
+        """Stable 16-hex-digit hash of the architecture (``num_classes`` and ``name`` excluded).
+
+        Every field of :data:`ID_FIELDS` is hashed; a field added later is hashed only when its value
+        differs from the one that reproduces what earlier versions built (its default, as a rule), so
+        adding a knob keeps every stored id and the architecture it names.
+        """
         d = self.to_dict()
-        d.pop("num_classes")
-        canon = json.dumps(_canon(d), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+        canon = {k: d[k] for k in ID_FIELDS}
+        for f in dataclasses.fields(self):
+            if f.name in ID_FIELDS or f.name in _NOT_ARCHITECTURE:
+                continue
+            if d[f.name] != self._legacy_value(f):
+                canon[f.name] = d[f.name]
+        text = json.dumps(_canon(canon), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _legacy_value(self, f: dataclasses.Field) -> Any:
+        """The value of a field added after :data:`ID_FIELDS` that builds what earlier versions built."""
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
     def summary(self) -> str:
         """A short one-line description (for progress lines)."""
@@ -296,6 +314,16 @@ class MobileFormerConfig:
             f"M{self.num_tokens}xd{self.token_dim} stem{self.width(self.stem)} [{widths}] F{self.head} "
             f"{self.activation} {self.bridges}/{self.projections}/h{self.bridge_heads} {self.arrangement}"
         )
+
+
+#: The fields :attr:`MobileFormerConfig.arch_id` has always hashed, whatever their value. Frozen: a
+#: field added later is hashed only away from its legacy value (see ``_legacy_value``).
+ID_FIELDS = (
+    "stem", "blocks", "head", "num_tokens", "token_dim", "dropout", "activation", "bridges", "projections",
+    "bridge_heads", "gate", "former", "ffn", "former_heads", "ffn_expansion", "arrangement", "groups",
+    "width_mult", "dyrelu_reduction", "head_expansion",
+)
+_NOT_ARCHITECTURE = ("num_classes", "name")
 
 
 def _canon(v: Any) -> Any:
