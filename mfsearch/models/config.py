@@ -82,6 +82,33 @@ class BlockConfig:
 class MobileFormerConfig:
     """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5).
 
+    The knobs beyond widths and depths (defaults are the paper models):
+
+    - ``activation``: of the Mobile sub-block; ``dyrelu`` (paper), ``relu``, ``relu6`` (the paper's
+      "no DY-ReLU" ablation), ``prelu``, ``hswish``.
+    - ``bridges``: which cross-attention bridges exist: ``both``, ``mobile_to_former``,
+      ``former_to_mobile`` or ``none``; ``bridge_heads`` splits the block widths between heads.
+    - ``projections``: ``light`` (paper: the feature map is key and value of Mobile->Former and the
+      query of Former->Mobile as it is) or ``full`` (bias-free 1x1 convs on the feature side: key and
+      value in Mobile->Former, query and an output conv in Former->Mobile), inside the blocks.
+    - ``final_bridge_projections``: the same choice for the Mobile->Former bridge after the last
+      block. ``light`` whatever ``projections`` says, as in the authors' implementation; ``full``
+      gives it the two 1x1 convs (what ``projections: full`` built before this knob existed).
+    - ``gate``: the Mobile->Former dynamic gate (on in the paper models, in every block and on the
+      final bridge): the attention result over the pixels is multiplied elementwise by
+      ``2 * hsigmoid(Linear(d -> C)(Z))`` of the tokens entering the bridge, before the output
+      projection.
+    - ``former_gate``: the Former's dynamic gate (off in the paper models): the merged attention
+      output of the tokens is multiplied elementwise by ``2 * hsigmoid(Linear(d -> d)(Z))`` of the
+      tokens entering the Former, before its output projection.
+    - ``f2m_gate``: the Former->Mobile dynamic gate (off in the paper models): the value vectors of the
+      tokens, ``Linear(d -> C_out)(Z')``, are multiplied elementwise by ``2 * hsigmoid(Linear(d -> C_out)(Z'))``
+      before the pixels attend over them.
+    - ``former``, ``ffn``, ``former_heads``, ``ffn_expansion``: the token transformer layer.
+    - ``arrangement``: ``parallel`` (paper) or ``serial`` (Mobile sub-block first, the bridges read
+      its output).
+    - ``groups``: grouped pointwise convs with channel shuffles (4 in the 26M model).
+
     Fields added after :data:`ID_FIELDS` enter :attr:`arch_id` only when they change the
     architecture that earlier versions built, so stored ids stay valid.
     """
@@ -96,8 +123,11 @@ class MobileFormerConfig:
     activation: str = "dyrelu"
     bridges: str = "both"
     projections: str = "light"
+    final_bridge_projections: str = "light"
     bridge_heads: int = 2
     gate: bool = True
+    former_gate: bool = False
+    f2m_gate: bool = False
     former: bool = True
     ffn: bool = True
     former_heads: int = 4
@@ -164,12 +194,13 @@ class MobileFormerConfig:
             ("activation", ACTIVATIONS),
             ("bridges", BRIDGES),
             ("projections", PROJECTIONS),
+            ("final_bridge_projections", PROJECTIONS),
             ("arrangement", ARRANGEMENTS),
         ):
             v = getattr(self, fname)
             if v not in choices:
                 raise ConfigError(fname, f"unknown value {v!r}; choose one of {', '.join(choices)}")
-        for fname in ("gate", "former", "ffn"):
+        for fname in ("gate", "former_gate", "f2m_gate", "former", "ffn"):
             if not isinstance(getattr(self, fname), bool):
                 raise ConfigError(fname, f"must be true or false, got {getattr(self, fname)!r}")
         if not isinstance(self.blocks, tuple) or not self.blocks:
@@ -305,6 +336,8 @@ class MobileFormerConfig:
 
     def _legacy_value(self, f: dataclasses.Field) -> Any:
         """The value of a field added after :data:`ID_FIELDS` that builds what earlier versions built."""
+        if f.name == "final_bridge_projections":
+            return self.projections  # the final bridge used to follow ``projections``
         return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
     def summary(self) -> str:
