@@ -1,4 +1,5 @@
-"""The authors' variants beyond the paper models: the final bridge and the three dynamic gates.
+"""The authors' variants beyond the paper models: the final bridge, the three dynamic gates, and
+loading their state dicts for ReLU6, full projections and gates.
 
 What the authors' implementation builds (read from its module structure, written here as facts):
 - ``remove_proj_local: false`` adds bias-free 1x1 convs on the feature side inside every block
@@ -7,6 +8,7 @@ What the authors' implementation builds (read from its module structure, written
 - ``gbr_dynamic = [m2f, former, f2m]``: each gate is ``Linear -> hsigmoid`` (``alpha.0``) of the tokens,
   times 2, multiplying the Mobile->Former attention result (before ``proj``), the Former's merged
   attention output (before ``channel_mlp``), or the Former->Mobile values (``proj(tokens)``).
+- ``se_flag`` zeros: a plain ReLU6 with no token MLP (``hyperN``) in place of each DY-ReLU.
 """
 
 import math
@@ -15,8 +17,11 @@ import pytest
 import torch
 
 import mfsearch
-from mfsearch.models import MobileFormer, complexity, count_params
+from mfsearch.models import MobileFormer, complexity, count_params, load_released_checkpoint, released_key_map
+from mfsearch.models.checkpoint import CheckpointError
 from mfsearch.models.mobile_former import Former, FormerToMobile, MobileToFormer
+
+from .reference import SIZES, reference, rule_weights
 
 # ---------------------------------------------------------------------------- the final bridge
 
@@ -219,3 +224,164 @@ def test_zero_gate_is_the_identity(knob):
         for k in missing:
             gated.state_dict()[k].zero_()
         torch.testing.assert_close(gated(x), plain(x), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the authors' state-dict names
+
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def authors_state_dict(cfg, se_zero: bool = False, remove_proj_local: bool = True,
+                       gbr_dynamic: tuple[bool, bool, bool] = (True, False, False)) -> list:
+    """``[name, shape]`` of the authors' model state dict, in order, for a parallel-arrangement config.
+
+    Their module structure: ``tokens`` (an Embedding), ``stem`` (conv, BN, ReLU6), ``features.i``
+    (the first block's ``conv`` Sequential: dw conv, BN, ReLU6, shuffle, pw conv, BN; a stride-1
+    ``DnaBlock``: conv1, act1, hyper1, conv2, act2, hyper2, conv3, act3, hyper3, then the bridges; a
+    down ``DnaBlock3``: conv1, act1, hyper1, conv2, act2, conv3, act3, hyper3, conv4, act4, hyper4, then
+    the bridges), ``local_global`` (the final bridge, built without ``remove_proj_local``), and
+    ``classifier`` (conv: shuffle, pw conv, BN; fc: Linear, BN1d, hswish; classifier: Dropout, Linear).
+    """
+    d, m, g = cfg.token_dim, cfg.num_tokens, cfg.groups
+    out: list = []
+
+    def bn(p, c):
+        out.extend([f"{p}.{k}", [] if k == "num_batches_tracked" else [c]] for k in _BN)
+
+    def linear(p, fin, fout):
+        out.extend([[f"{p}.weight", [fout, fin]], [f"{p}.bias", [fout]]])
+
+    def norm(p, c):
+        out.extend([[f"{p}.weight", [c]], [f"{p}.bias", [c]]])
+
+    def conv(p, cin, cout, k, groups):
+        out.append([f"{p}.weight", [cout, cin // groups, k, k]])
+
+    def hyper(p, c):  # HyperFunc: Linear, ReLU, Linear, hsigmoid; absent where se_flag is 0
+        if not se_zero:
+            linear(f"{p}.hyper.0", d, d // cfg.dyrelu_reduction)
+            linear(f"{p}.hyper.2", d // cfg.dyrelu_reduction, 2 * c)
+
+    def local_global(p, c, full):  # alpha, q, proj, layer_norm, then k, v
+        if gbr_dynamic[0]:
+            linear(f"{p}.alpha.0", d, c)
+        linear(f"{p}.q", d, c)
+        linear(f"{p}.proj", c, d)
+        norm(f"{p}.layer_norm", d)
+        if full:
+            conv(f"{p}.k", c, c, 1, 1)
+            conv(f"{p}.v", c, c, 1, 1)
+
+    out.append(["tokens.weight", [m, d]])
+    c0 = cfg.width(cfg.stem)
+    conv("stem.0", 3, c0, 3, 1)
+    bn("stem.1", c0)
+    for i, (b, (ci, co)) in enumerate(zip(cfg.blocks, cfg.channels())):
+        p = f"features.{i}"
+        if b.kind == "lite":
+            conv(f"{p}.conv.0", ci, ci * b.e1, 3, ci)
+            bn(f"{p}.conv.1", ci * b.e1)
+            conv(f"{p}.conv.4", ci * b.e1, co, 1, g)
+            bn(f"{p}.conv.5", co)
+            continue
+        if b.stride == 1:
+            hid = round(ci * b.e1)
+            conv(f"{p}.conv1.0", ci, hid, 1, g)
+            bn(f"{p}.conv1.1", hid)
+            hyper(f"{p}.hyper1", hid)
+            conv(f"{p}.conv2.0", hid, hid, 3, hid)
+            bn(f"{p}.conv2.1", hid)
+            hyper(f"{p}.hyper2", hid)
+            conv(f"{p}.conv3.0", hid, co, 1, g)
+            bn(f"{p}.conv3.1", co)
+        else:
+            h1, h2 = ci * b.e1, co * b.e2
+            conv(f"{p}.conv1.0", ci, h1, 3, ci)
+            bn(f"{p}.conv1.1", h1)
+            hyper(f"{p}.hyper1", h1)
+            conv(f"{p}.conv2.0", h1, co, 1, g)
+            bn(f"{p}.conv2.1", co)
+            conv(f"{p}.conv3.0", co, h2, 3, co)
+            bn(f"{p}.conv3.1", h2)
+            hyper(f"{p}.hyper3", h2)
+            conv(f"{p}.conv4.0", h2, co, 1, g)
+            bn(f"{p}.conv4.1", co)
+        local_global(f"{p}.local_global", ci, not remove_proj_local)
+        gb = f"{p}.global_block"  # ffn, ffn_norm, alpha, q, channel_mlp, layer_norm
+        linear(f"{gb}.ffn.0", d, 2 * d)
+        linear(f"{gb}.ffn.2", 2 * d, d)
+        norm(f"{gb}.ffn_norm", d)
+        if gbr_dynamic[1]:
+            linear(f"{gb}.alpha.0", d, d)
+        linear(f"{gb}.q", d, d)
+        linear(f"{gb}.channel_mlp", d, d)
+        norm(f"{gb}.layer_norm", d)
+        gl = f"{p}.global_local"  # alpha, k, proj, then q, fuse
+        if gbr_dynamic[2]:
+            linear(f"{gl}.alpha.0", d, co)
+        linear(f"{gl}.k", d, co)
+        linear(f"{gl}.proj", d, co)
+        if not remove_proj_local:
+            conv(f"{gl}.q", co, co, 1, 1)
+            conv(f"{gl}.fuse", co, co, 1, 1)
+    c = cfg.channels()[-1][1]
+    local_global("local_global", c, False)
+    conv("classifier.conv.1", c, c * cfg.head_expansion, 1, g)
+    bn("classifier.conv.2", c * cfg.head_expansion)
+    linear("classifier.fc.0", c * cfg.head_expansion + d, cfg.head)
+    bn("classifier.fc.1", cfg.head)
+    linear("classifier.classifier.1", cfg.head, cfg.num_classes)
+    return out
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_authors_names_rule_reproduces_the_reference_state_dicts(size):
+    """The name rule above is the authors' structure: it gives the reference state dicts exactly, in order."""
+    assert authors_state_dict(mfsearch.get_config(f"mobile_former_{size}")) == reference(size)["state_dict"]
+
+
+# (authors' switches, mfsearch knobs)
+VARIANTS = {
+    "relu6": ({"se_zero": True}, {"activation": "relu6"}),
+    "full": ({"remove_proj_local": False}, {"projections": "full"}),
+    "gates": ({"gbr_dynamic": (True, True, True)}, {"former_gate": True, "f2m_gate": True}),
+    "f2m_gate_only": ({"gbr_dynamic": (False, False, True)}, {"gate": False, "f2m_gate": True}),
+    "relu6_full_gates": (
+        {"se_zero": True, "remove_proj_local": False, "gbr_dynamic": (True, True, False)},
+        {"activation": "relu6", "projections": "full", "former_gate": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("size", ["52m", "26m", "294m"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_official_variant_names_map_onto_the_model_and_load(size, variant):
+    switches, knobs = VARIANTS[variant]
+    cfg = mfsearch.get_config(f"mobile_former_{size}").replace(**knobs)
+    official = authors_state_dict(cfg, **switches)
+    model = MobileFormer(cfg)
+    own = model.state_dict()
+    key_map = released_key_map(cfg)
+    assert sorted(key_map) == sorted(name for name, _ in official)
+    assert sorted(key_map.values()) == sorted(own)  # a bijection onto the model's state dict
+    for name, shape in official:
+        assert list(own[key_map[name]].shape) == shape, name
+    sd = rule_weights(official)
+    missing, unexpected = load_released_checkpoint(model, sd)
+    assert missing == [] and unexpected == []
+    own = model.state_dict()
+    for name, _ in official:
+        assert torch.equal(own[key_map[name]], sd[name]), name
+
+
+@pytest.mark.parametrize(
+    "knobs,match",
+    [
+        ({"activation": "hswish"}, "dyrelu or relu6"),
+        ({"arrangement": "serial"}, "parallel"),
+        ({"final_bridge_projections": "full"}, "light final"),
+    ],
+)
+def test_key_map_refuses_what_the_authors_never_built(knobs, match):
+    with pytest.raises(CheckpointError, match=match):
+        released_key_map(SMALL.replace(**knobs))
