@@ -69,6 +69,17 @@ def test_serial_bridge_reads_block_output_parallel_reads_input():
     assert ser.blocks[2].m2f.q.out_features == 24
 
 
+def test_importing_the_model_family_loads_no_heavy_dependency():
+    """``import mfsearch.models`` (a fresh interpreter) pulls in none of the search / analysis stack."""
+    import subprocess
+    import sys
+
+    heavy = ("optuna", "pandas", "matplotlib", "ray")
+    code = f"import sys, mfsearch.models; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
+
+
 def test_gate_switch_changes_the_function():
     torch.manual_seed(0)
     a = mfsearch.create_model(BASE).eval()
