@@ -63,12 +63,19 @@ def test_random_sample_covers_every_knob():
         "zero_tokens": {c.num_tokens == 0 for c in cfgs},
         "width_mult": {c.width_mult != 1.0 for c in cfgs},
         "down": {any(b.is_down for b in c.blocks) for c in cfgs},
+        "final_bridge_projections": {c.final_bridge_projections for c in cfgs if c.m2f},
+        "former_gate": {c.former_gate for c in cfgs if c.former},
+        "f2m_gate": {c.f2m_gate for c in cfgs if c.f2m},
+        # the final bridge's projections differ from the blocks' ones, both ways
+        "final_differs": {(c.projections, c.final_bridge_projections) for c in cfgs if c.m2f},
     }
     assert seen["activation"] == {"dyrelu", "relu", "relu6", "prelu", "hswish"}
     assert seen["bridges"] == {"both", "mobile_to_former", "former_to_mobile", "none"}
     assert seen["projections"] == {"light", "full"}
     assert seen["arrangement"] == {"parallel", "serial"}
-    for key in ("gate", "former", "ffn", "zero_tokens", "width_mult", "down"):
+    assert seen["final_bridge_projections"] == {"light", "full"}
+    assert seen["final_differs"] == {("light", "light"), ("light", "full"), ("full", "light"), ("full", "full")}
+    for key in ("gate", "former", "ffn", "zero_tokens", "width_mult", "down", "former_gate", "f2m_gate"):
         assert seen[key] == {True, False}, key
     assert seen["groups"] == {1, 2, 4} and seen["bridge_heads"] == {1, 2, 4}
 
@@ -78,3 +85,17 @@ def test_per_block_rows_sum_to_total():
     assert sum(b.macs for b in cx.blocks) == cx.macs
     assert sum(b.params for b in cx.blocks) == cx.params
     assert [b.name for b in cx.blocks][:2] == ["stem+tokens", "block1"]
+
+
+@pytest.mark.parametrize("knobs", [
+    {"projections": "full"},
+    {"projections": "full", "final_bridge_projections": "full"},
+    {"final_bridge_projections": "full"},
+    {"former_gate": True, "f2m_gate": True},
+], ids=lambda k: "+".join(f"{a}={b}" for a, b in k.items()))
+def test_new_knobs_on_294m_equal_fvcore(knobs):
+    cfg = mfsearch.get_config("mobile_former_294m").replace(**knobs)
+    model = MobileFormer(cfg)
+    cx = complexity(cfg)
+    assert cx.params == count_params(model)
+    assert cx.macs == fvcore_macs(model, 224)

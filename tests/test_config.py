@@ -42,6 +42,68 @@ def test_arch_id_is_stable_and_discriminating():
     assert len({random_config(s).arch_id for s in range(200)}) == 200
 
 
+# ids of the seven presets and of some variants, as computed before any knob was added: stored results
+# are keyed by them, so they never change
+PINNED_IDS = {
+    "mobile_former_508m": "4adb48e612a661fe", "mobile_former_294m": "9954e67cf6cbea32",
+    "mobile_former_214m": "6bd5c82b94182273", "mobile_former_151m": "73b12a663c05a751",
+    "mobile_former_96m": "c604e4803e79c5f0", "mobile_former_52m": "366bf99837b67d3c",
+    "mobile_former_26m": "be4a95e6543a4505",
+}
+# variants; earlier versions gave the final bridge the blocks' projections, hence
+# final_bridge_projections: full beside projections: full (the same architecture, the same id)
+PINNED_VARIANTS = [
+    ("mobile_former_294m", {"activation": "relu6"}, "566d48f319bb730d"),
+    ("mobile_former_294m", {"projections": "full", "final_bridge_projections": "full"}, "c0f478ced6551050"),
+    ("mobile_former_294m", {"activation": "relu6", "projections": "full", "final_bridge_projections": "full"},
+     "94f9a97ddb59e7b0"),
+    ("mobile_former_294m", {"gate": False}, "f33c0e18b451a77c"),
+    ("mobile_former_294m", {"arrangement": "serial"}, "ababdb8c0a9ebce9"),
+    ("mobile_former_52m", {"projections": "full", "final_bridge_projections": "full", "bridge_heads": 4},
+     "41a030c7db43bbc5"),
+]
+
+
+@pytest.mark.parametrize("name", list(PINNED_IDS))
+def test_preset_ids_are_pinned(name):
+    assert mfsearch.get_config(name).arch_id == PINNED_IDS[name]
+
+
+@pytest.mark.parametrize("name,changes,arch_id", PINNED_VARIANTS)
+def test_variant_ids_are_pinned(name, changes, arch_id):
+    assert mfsearch.get_config(name).replace(**changes).arch_id == arch_id
+
+
+NEW_KNOBS = [("final_bridge_projections", "full"), ("former_gate", True), ("f2m_gate", True)]
+
+
+@pytest.mark.parametrize("knob,value", NEW_KNOBS)
+def test_new_knob_away_from_its_default_changes_the_id(knob, value):
+    changed = BASE.replace(**{knob: value})
+    assert changed.arch_id != BASE.arch_id
+    assert changed.replace(**{knob: getattr(BASE, knob)}).arch_id == BASE.arch_id
+    assert MobileFormerConfig.from_dict(changed.to_dict()).arch_id == changed.arch_id
+
+
+def test_projections_full_with_a_light_final_bridge_is_a_new_architecture():
+    """What ``projections: full`` means changed (the final bridge is now light): so does its id."""
+    assert BASE.replace(projections="full").arch_id not in {v for _, _, v in PINNED_VARIANTS}
+
+
+def test_every_field_after_the_frozen_list_has_a_default():
+    """A field added later is hashed only away from its default: it must have one."""
+    import dataclasses
+
+    from mfsearch.models.config import ID_FIELDS
+
+    assert len(ID_FIELDS) == len(set(ID_FIELDS)) == 20
+    added = [f for f in dataclasses.fields(MobileFormerConfig) if f.name not in (*ID_FIELDS, "num_classes", "name")]
+    for f in added:
+        assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
+    added = [f.name for f in added]
+    assert sorted(added) == sorted(k for k, _ in NEW_KNOBS)  # a new field: add it to NEW_KNOBS too
+
+
 @pytest.mark.parametrize(
     "changes,field,rule",
     [
@@ -58,6 +120,9 @@ def test_arch_id_is_stable_and_discriminating():
         ({"groups": 3}, "stem", "not divisible by groups=3"),
         ({"dropout": 1.5}, "dropout", "[0, 1)"),
         ({"gate": "yes"}, "gate", "true or false"),
+        ({"former_gate": 1}, "former_gate", "true or false"),
+        ({"f2m_gate": "no"}, "f2m_gate", "true or false"),
+        ({"final_bridge_projections": "heavy"}, "final_bridge_projections", "unknown value"),
         ({"width_mult": 0.0}, "width_mult", "[0.05, 8]"),
         ({"former_heads": 0}, "former_heads", "must be in"),
     ],

@@ -16,7 +16,8 @@ KNOBS = [
 ] + [
     ("bridges", v) for v in ("both", "mobile_to_former", "former_to_mobile", "none")
 ] + [
-    ("projections", "full"), ("gate", False), ("former", False), ("ffn", False), ("former_heads", 8),
+    ("projections", "full"), ("final_bridge_projections", "full"), ("gate", False), ("former_gate", True),
+    ("f2m_gate", True), ("former", False), ("ffn", False), ("former_heads", 8),
     ("bridge_heads", 1), ("bridge_heads", 4), ("arrangement", "serial"), ("groups", 4), ("width_mult", 0.75),
     ("num_tokens", 1), ("num_tokens", 12), ("token_dim", 64),
 ]
@@ -50,12 +51,14 @@ def test_forward_backward_every_param_gets_grad(name, cfg, size):
 def test_knob_list_covers_every_value():
     seen = {}
     for _, cfg in CONFIGS:
-        for f in ("activation", "bridges", "projections", "arrangement", "gate", "former", "ffn"):
+        for f in ("activation", "bridges", "projections", "final_bridge_projections", "arrangement", "gate",
+                  "former_gate", "f2m_gate", "former", "ffn"):
             seen.setdefault(f, set()).add(getattr(cfg, f))
     assert seen["activation"] == {"dyrelu", "relu", "relu6", "prelu", "hswish"}
     assert seen["bridges"] == {"both", "mobile_to_former", "former_to_mobile", "none"}
     assert seen["projections"] == {"light", "full"} and seen["arrangement"] == {"parallel", "serial"}
-    assert seen["gate"] == seen["former"] == seen["ffn"] == {True, False}
+    assert seen["final_bridge_projections"] == {"light", "full"}
+    assert seen["gate"] == seen["former_gate"] == seen["f2m_gate"] == seen["former"] == seen["ffn"] == {True, False}
 
 
 def test_serial_bridge_reads_block_output_parallel_reads_input():
@@ -64,6 +67,17 @@ def test_serial_bridge_reads_block_output_parallel_reads_input():
     # block 3 of the 52M is down(12->24): parallel M->F sees 12 channels, serial sees 24
     assert par.blocks[2].m2f.q.out_features == 12
     assert ser.blocks[2].m2f.q.out_features == 24
+
+
+def test_importing_the_model_family_loads_no_heavy_dependency():
+    """``import mfsearch.models`` (a fresh interpreter) pulls in none of the search / analysis stack."""
+    import subprocess
+    import sys
+
+    heavy = ("optuna", "pandas", "matplotlib", "ray")
+    code = f"import sys, mfsearch.models; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
 
 
 def test_gate_switch_changes_the_function():

@@ -4,7 +4,9 @@ The released implementation names its weights differently (``features.3.conv1.0.
 ``features.3.hyper1.hyper.2.bias``, ``features.3.local_global.alpha.0.weight``, ...).
 :func:`released_key_map` gives the exact name-for-name correspondence for a config and
 :func:`load_released_checkpoint` reads a ``.pth`` / ``.pth.tar`` (plain state dict, or wrapped
-in ``state_dict`` / ``model``) safely (``weights_only=True``) and loads it.
+in ``state_dict`` / ``model``) safely (``weights_only=True``) and loads it. Besides the released
+paper models, the map covers the variants that implementation builds by its switches: ReLU6 in place
+of DY-ReLU, full projections inside the blocks, and its three dynamic gates.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from .._utils import open_regular_file
 from ..errors import InputError
 from .config import MobileFormerConfig
 
-_CONV_BN = {"0": "conv", "1": "bn"}
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
@@ -41,21 +42,54 @@ def _linear(dst: dict, src: str, to: str) -> None:
     dst[f"{src}.bias"] = f"{to}.bias"
 
 
-def _m2f(dst: dict, src: str, to: str, cfg: MobileFormerConfig) -> None:
+def _m2f(dst: dict, src: str, to: str, cfg: MobileFormerConfig, full: bool) -> None:
     if cfg.gate:
         _linear(dst, f"{src}.alpha.0", f"{to}.gate")
     _linear(dst, f"{src}.q", f"{to}.q")
     _linear(dst, f"{src}.proj", f"{to}.proj")
     _linear(dst, f"{src}.layer_norm", f"{to}.norm")
+    if full:  # the feature-side key and value 1x1 convs (bias-free)
+        dst[f"{src}.k.weight"] = f"{to}.k.weight"
+        dst[f"{src}.v.weight"] = f"{to}.v.weight"
+
+
+def _former(dst: dict, src: str, to: str, cfg: MobileFormerConfig) -> None:
+    _linear(dst, f"{src}.q", f"{to}.q")
+    if cfg.former_gate:
+        _linear(dst, f"{src}.alpha.0", f"{to}.gate")
+    _linear(dst, f"{src}.channel_mlp", f"{to}.proj")
+    _linear(dst, f"{src}.layer_norm", f"{to}.norm1")
+    if cfg.ffn:
+        _linear(dst, f"{src}.ffn.0", f"{to}.fc1")
+        _linear(dst, f"{src}.ffn.2", f"{to}.fc2")
+        _linear(dst, f"{src}.ffn_norm", f"{to}.norm2")
+
+
+def _f2m(dst: dict, src: str, to: str, cfg: MobileFormerConfig) -> None:
+    if cfg.f2m_gate:
+        _linear(dst, f"{src}.alpha.0", f"{to}.gate")
+    _linear(dst, f"{src}.k", f"{to}.k")
+    _linear(dst, f"{src}.proj", f"{to}.v")
+    if cfg.projections == "full":  # query 1x1 conv on the map, output 1x1 conv ("fuse") after the attention
+        dst[f"{src}.q.weight"] = f"{to}.q.weight"
+        dst[f"{src}.fuse.weight"] = f"{to}.proj.weight"
 
 
 def released_key_map(cfg: MobileFormerConfig) -> dict[str, str]:
-    """Released state-dict name -> mfsearch state-dict name, for the paper's design space.
+    """Released state-dict name -> mfsearch state-dict name, for the variants the authors' code builds.
 
-    Defined for DY-ReLU, light projections and the parallel arrangement (what was released).
+    Covered: DY-ReLU or ReLU6 (their "no DY-ReLU" switch: a plain ReLU6 and no token MLP in place of each
+    DY-ReLU), light or full projections inside the blocks (the final bridge is always light there), the
+    three dynamic gates (Mobile->Former, Former, Former->Mobile), the parallel arrangement.
     """
-    if cfg.activation != "dyrelu" or cfg.projections != "light" or cfg.arrangement != "parallel":
-        raise CheckpointError("released checkpoints exist only for dyrelu / light / parallel models")
+    if cfg.activation not in ("dyrelu", "relu6"):
+        raise CheckpointError(f"the authors' implementation builds activation dyrelu or relu6, not {cfg.activation}")
+    if cfg.arrangement != "parallel":
+        raise CheckpointError("the authors' implementation builds the parallel arrangement only")
+    if cfg.final_bridge_projections != "light":
+        raise CheckpointError("the authors' implementation builds a light final Mobile->Former bridge only "
+                              "(final_bridge_projections: light)")
+    dyrelu = cfg.activation == "dyrelu"
     out: dict[str, str] = {"tokens.weight": "tokens"}
     _conv_bn(out, "stem", "stem")
     for i, b in enumerate(cfg.blocks):
@@ -70,25 +104,18 @@ def released_key_map(cfg: MobileFormerConfig) -> dict[str, str]:
         hypers = (("hyper1", "act1"), ("hyper3", "act2")) if b.stride == 2 else (("hyper1", "act1"), ("hyper2", "act2"))
         for c in convs:
             _conv_bn(out, f"{s}.{c}", f"{t}.mobile.{c}")
-        for h, a in hypers:
-            _linear(out, f"{s}.{h}.hyper.0", f"{t}.mobile.{a}.fc1")
-            _linear(out, f"{s}.{h}.hyper.2", f"{t}.mobile.{a}.fc2")
+        if dyrelu:  # with ReLU6 the token MLPs do not exist
+            for h, a in hypers:
+                _linear(out, f"{s}.{h}.hyper.0", f"{t}.mobile.{a}.fc1")
+                _linear(out, f"{s}.{h}.hyper.2", f"{t}.mobile.{a}.fc2")
         if cfg.m2f:
-            _m2f(out, f"{s}.local_global", f"{t}.m2f", cfg)
+            _m2f(out, f"{s}.local_global", f"{t}.m2f", cfg, cfg.projections == "full")
         if cfg.former:
-            g = f"{s}.global_block"
-            _linear(out, f"{g}.q", f"{t}.former.q")
-            _linear(out, f"{g}.channel_mlp", f"{t}.former.proj")
-            _linear(out, f"{g}.layer_norm", f"{t}.former.norm1")
-            if cfg.ffn:
-                _linear(out, f"{g}.ffn.0", f"{t}.former.fc1")
-                _linear(out, f"{g}.ffn.2", f"{t}.former.fc2")
-                _linear(out, f"{g}.ffn_norm", f"{t}.former.norm2")
+            _former(out, f"{s}.global_block", f"{t}.former", cfg)
         if cfg.f2m:
-            _linear(out, f"{s}.global_local.k", f"{t}.f2m.k")
-            _linear(out, f"{s}.global_local.proj", f"{t}.f2m.v")
+            _f2m(out, f"{s}.global_local", f"{t}.f2m", cfg)
     if cfg.m2f:
-        _m2f(out, "local_global", "final_m2f", cfg)
+        _m2f(out, "local_global", "final_m2f", cfg, False)
     out["classifier.conv.1.weight"] = "head.conv.conv.weight"
     for k in _BN:
         out[f"classifier.conv.2.{k}"] = f"head.conv.bn.{k}"

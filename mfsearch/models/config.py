@@ -80,7 +80,38 @@ class BlockConfig:
 
 @dataclass(frozen=True)
 class MobileFormerConfig:
-    """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5)."""
+    """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5).
+
+    The knobs beyond widths and depths (defaults are the paper models):
+
+    - ``activation``: of the Mobile sub-block; ``dyrelu`` (paper), ``relu``, ``relu6`` (the paper's
+      "no DY-ReLU" ablation), ``prelu``, ``hswish``.
+    - ``bridges``: which cross-attention bridges exist: ``both``, ``mobile_to_former``,
+      ``former_to_mobile`` or ``none``; ``bridge_heads`` splits the block widths between heads.
+    - ``projections``: ``light`` (paper: the feature map is key and value of Mobile->Former and the
+      query of Former->Mobile as it is) or ``full`` (bias-free 1x1 convs on the feature side: key and
+      value in Mobile->Former, query and an output conv in Former->Mobile), inside the blocks.
+    - ``final_bridge_projections``: the same choice for the Mobile->Former bridge after the last
+      block. ``light`` whatever ``projections`` says, as in the authors' implementation; ``full``
+      gives it the two 1x1 convs (what ``projections: full`` built before this knob existed).
+    - ``gate``: the Mobile->Former dynamic gate (on in the paper models, in every block and on the
+      final bridge): the attention result over the pixels is multiplied elementwise by
+      ``2 * hsigmoid(Linear(d -> C)(Z))`` of the tokens entering the bridge, before the output
+      projection.
+    - ``former_gate``: the Former's dynamic gate (off in the paper models): the merged attention
+      output of the tokens is multiplied elementwise by ``2 * hsigmoid(Linear(d -> d)(Z))`` of the
+      tokens entering the Former, before its output projection.
+    - ``f2m_gate``: the Former->Mobile dynamic gate (off in the paper models): the value vectors of the
+      tokens, ``Linear(d -> C_out)(Z')``, are multiplied elementwise by ``2 * hsigmoid(Linear(d -> C_out)(Z'))``
+      before the pixels attend over them.
+    - ``former``, ``ffn``, ``former_heads``, ``ffn_expansion``: the token transformer layer.
+    - ``arrangement``: ``parallel`` (paper) or ``serial`` (Mobile sub-block first, the bridges read
+      its output).
+    - ``groups``: grouped pointwise convs with channel shuffles (4 in the 26M model).
+
+    Fields added after :data:`ID_FIELDS` enter :attr:`arch_id` only when they change the
+    architecture that earlier versions built, so stored ids stay valid.
+    """
 
     stem: int
     blocks: tuple[BlockConfig, ...]
@@ -92,8 +123,11 @@ class MobileFormerConfig:
     activation: str = "dyrelu"
     bridges: str = "both"
     projections: str = "light"
+    final_bridge_projections: str = "light"
     bridge_heads: int = 2
     gate: bool = True
+    former_gate: bool = False
+    f2m_gate: bool = False
     former: bool = True
     ffn: bool = True
     former_heads: int = 4
@@ -160,12 +194,13 @@ class MobileFormerConfig:
             ("activation", ACTIVATIONS),
             ("bridges", BRIDGES),
             ("projections", PROJECTIONS),
+            ("final_bridge_projections", PROJECTIONS),
             ("arrangement", ARRANGEMENTS),
         ):
             v = getattr(self, fname)
             if v not in choices:
                 raise ConfigError(fname, f"unknown value {v!r}; choose one of {', '.join(choices)}")
-        for fname in ("gate", "former", "ffn"):
+        for fname in ("gate", "former_gate", "f2m_gate", "former", "ffn"):
             if not isinstance(getattr(self, fname), bool):
                 raise ConfigError(fname, f"must be true or false, got {getattr(self, fname)!r}")
         if not isinstance(self.blocks, tuple) or not self.blocks:
@@ -283,11 +318,27 @@ class MobileFormerConfig:
 
     @property
     def arch_id(self) -> str:
-        """Stable 16-hex-digit hash of the architecture (``num_classes`` and ``name`` excluded)."""
+        """Stable 16-hex-digit hash of the architecture (``num_classes`` and ``name`` excluded).
+
+        Every field of :data:`ID_FIELDS` is hashed; a field added later is hashed only when its value
+        differs from the one that reproduces what earlier versions built (its default, as a rule), so
+        adding a knob keeps every stored id and the architecture it names.
+        """
         d = self.to_dict()
-        d.pop("num_classes")
-        canon = json.dumps(_canon(d), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+        canon = {k: d[k] for k in ID_FIELDS}
+        for f in dataclasses.fields(self):
+            if f.name in ID_FIELDS or f.name in _NOT_ARCHITECTURE:
+                continue
+            if d[f.name] != self._legacy_value(f):
+                canon[f.name] = d[f.name]
+        text = json.dumps(_canon(canon), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _legacy_value(self, f: dataclasses.Field) -> Any:
+        """The value of a field added after :data:`ID_FIELDS` that builds what earlier versions built."""
+        if f.name == "final_bridge_projections":
+            return self.projections  # the final bridge used to follow ``projections``
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
     def summary(self) -> str:
         """A short one-line description (for progress lines)."""
@@ -296,6 +347,16 @@ class MobileFormerConfig:
             f"M{self.num_tokens}xd{self.token_dim} stem{self.width(self.stem)} [{widths}] F{self.head} "
             f"{self.activation} {self.bridges}/{self.projections}/h{self.bridge_heads} {self.arrangement}"
         )
+
+
+#: The fields :attr:`MobileFormerConfig.arch_id` has always hashed, whatever their value. Frozen: a
+#: field added later is hashed only away from its legacy value (see ``_legacy_value``).
+ID_FIELDS = (
+    "stem", "blocks", "head", "num_tokens", "token_dim", "dropout", "activation", "bridges", "projections",
+    "bridge_heads", "gate", "former", "ffn", "former_heads", "ffn_expansion", "arrangement", "groups",
+    "width_mult", "dyrelu_reduction", "head_expansion",
+)
+_NOT_ARCHITECTURE = ("num_classes", "name")
 
 
 def _canon(v: Any) -> Any:

@@ -347,13 +347,18 @@ class MobileToFormer(nn.Module):
 
 
 class Former(nn.Module):
-    """One post-norm transformer layer over the tokens; keys = values = the tokens (SPEC 2.2)."""
+    """One post-norm transformer layer over the tokens; keys = values = the tokens (SPEC 2.2).
 
-    def __init__(self, token_dim: int, heads: int, ffn: bool, expansion: int) -> None:
+    ``gate``: the merged attention output is multiplied by ``2 * hsigmoid(Linear(d -> d)(z))`` of the
+    layer's input tokens before the output projection (the authors' Former gate; off in the paper models).
+    """
+
+    def __init__(self, token_dim: int, heads: int, ffn: bool, expansion: int, gate: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.scale = (token_dim // heads) ** -0.5
         self.q = nn.Linear(token_dim, token_dim)
+        self.gate = nn.Linear(token_dim, token_dim) if gate else None
         self.proj = nn.Linear(token_dim, token_dim)
         self.norm1 = nn.LayerNorm(token_dim)
         if ffn:
@@ -372,17 +377,21 @@ class Former(nn.Module):
         else:
             out = ((q @ kv.transpose(-1, -2)) * self.scale).softmax(dim=-1) @ kv
         out = out.transpose(1, 2).reshape(b, m, d)
+        if self.gate is not None:
+            out = out * (2.0 * hsigmoid(self.gate(z)))
         z = self.norm1(z + self.proj(out))
         if self.ffn:
             z = self.norm2(z + self.fc2(F.gelu(self.fc1(z))))
         return z
 
     @staticmethod
-    def complexity(cx: Cx, token_dim: int, m: int, ffn: bool, expansion: int) -> Cx:
+    def complexity(cx: Cx, token_dim: int, m: int, ffn: bool, expansion: int, gate: bool = False) -> Cx:
         d = token_dim
         cx.linear(m, d, d)
         cx.matmul(m * d, m)
         cx.matmul(m * m, d)
+        if gate:
+            cx.linear(m, d, d)
         cx.linear(m, d, d)
         cx.layernorm(m, d)
         if ffn:
@@ -393,12 +402,17 @@ class Former(nn.Module):
 
 
 class FormerToMobile(nn.Module):
-    """Every pixel attends over the tokens (SPEC 2.6); light: the map is the query as it is."""
+    """Every pixel attends over the tokens (SPEC 2.6); light: the map is the query as it is.
 
-    def __init__(self, channels: int, token_dim: int, heads: int, full: bool) -> None:
+    ``gate``: the token values are multiplied by ``2 * hsigmoid(Linear(d -> C)(z))`` before the pixels
+    attend over them (the authors' Former->Mobile gate; off in the paper models).
+    """
+
+    def __init__(self, channels: int, token_dim: int, heads: int, full: bool, gate: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.scale = (channels // heads) ** -0.5
+        self.gate = nn.Linear(token_dim, channels) if gate else None
         self.k = nn.Linear(token_dim, channels)
         self.v = nn.Linear(token_dim, channels)
         self.q = nn.Conv2d(channels, channels, 1, bias=False) if full else None
@@ -410,21 +424,26 @@ class FormerToMobile(nn.Module):
         nh = self.heads
         q = (self.q(x) if self.q is not None else x).reshape(b, nh, c // nh, h * w)
         k = self.k(z).view(b, m, nh, c // nh).transpose(1, 2)  # b, nh, m, c/nh
+        v = self.v(z)
+        if self.gate is not None:
+            v = v * (2.0 * hsigmoid(self.gate(z)))
         if x.is_cuda and fast_paths():  # pixels are the queries: b, nh, hw, c/nh
-            v = self.v(z).view(b, m, nh, c // nh).transpose(1, 2)
+            v = v.view(b, m, nh, c // nh).transpose(1, 2)
             out = F.scaled_dot_product_attention(q.transpose(-1, -2), k, v, scale=self.scale)
             out = out.transpose(-1, -2).reshape(b, c, h, w)
         else:
-            v = self.v(z).view(b, m, nh, c // nh).permute(0, 2, 3, 1)  # b, nh, c/nh, m
+            v = v.view(b, m, nh, c // nh).permute(0, 2, 3, 1)  # b, nh, c/nh, m
             attn = ((k @ q) * self.scale).softmax(dim=-2)  # b, nh, m, hw (softmax over tokens)
             out = (v @ attn).reshape(b, c, h, w)
         return self.proj(out) if self.proj is not None else out
 
     @staticmethod
-    def complexity(cx: Cx, channels: int, token_dim: int, m: int, heads: int, full: bool) -> Cx:
+    def complexity(cx: Cx, channels: int, token_dim: int, m: int, heads: int, full: bool, gate: bool = False) -> Cx:
         hw = cx.h * cx.w
         if full:
             cx.conv(channels, channels, 1)
+        if gate:
+            cx.linear(m, token_dim, channels)
         cx.linear(m, token_dim, channels)
         cx.linear(m, token_dim, channels)
         cx.matmul(m * channels, hw)
@@ -538,8 +557,8 @@ class MobileFormerBlock(nn.Module):
         d = cfg.token_dim
         self.mobile = MobileSubBlock(cfg, cin, cout, b)
         self.m2f = MobileToFormer(c_m2f, d, cfg.bridge_heads, cfg.gate, full) if cfg.m2f else None
-        self.former = Former(d, cfg.former_heads, cfg.ffn, cfg.ffn_expansion) if cfg.former else None
-        self.f2m = FormerToMobile(cout, d, cfg.bridge_heads, full) if cfg.f2m else None
+        self.former = Former(d, cfg.former_heads, cfg.ffn, cfg.ffn_expansion, cfg.former_gate) if cfg.former else None
+        self.f2m = FormerToMobile(cout, d, cfg.bridge_heads, full, cfg.f2m_gate) if cfg.f2m else None
 
     def _tokens(self, x: Tensor, z: Tensor) -> Tensor:
         if self.m2f is not None:
@@ -574,12 +593,12 @@ class MobileFormerBlock(nn.Module):
         if cfg.m2f:
             MobileToFormer.complexity(cx, cout if serial else cin, d, m, cfg.bridge_heads, cfg.gate, full)
         if cfg.former:
-            Former.complexity(cx, d, m, cfg.ffn, cfg.ffn_expansion)
+            Former.complexity(cx, d, m, cfg.ffn, cfg.ffn_expansion, cfg.former_gate)
         if not serial:
             cx.h, cx.w = h0, w0
             MobileSubBlock.complexity(cx, cfg, cin, cout, b)
         if cfg.f2m:
-            FormerToMobile.complexity(cx, cout, d, m, cfg.bridge_heads, full)
+            FormerToMobile.complexity(cx, cout, d, m, cfg.bridge_heads, full, cfg.f2m_gate)
         return cx
 
 
@@ -651,7 +670,9 @@ class MobileFormer(nn.Module):
                 blocks.append(MobileFormerBlock(cfg, ci, co, b))
         self.blocks = nn.ModuleList(blocks)
         self.num_features = cfg.channels()[-1][1]
-        full = cfg.projections == "full"
+        # the bridge after the last block has its own projections knob (light in the authors' models,
+        # whatever the blocks use)
+        full = cfg.final_bridge_projections == "full"
         self.final_m2f = (
             MobileToFormer(self.num_features, d, cfg.bridge_heads, cfg.gate, full) if cfg.m2f else None
         )
@@ -740,7 +761,7 @@ class MobileFormer(nn.Module):
         c = cfg.channels()[-1][1]
         h, w, mc, pc = cx.h, cx.w, cx.macs, cx.params
         if cfg.m2f:
-            MobileToFormer.complexity(cx, c, d, m, cfg.bridge_heads, cfg.gate, cfg.projections == "full")
+            MobileToFormer.complexity(cx, c, d, m, cfg.bridge_heads, cfg.gate, cfg.final_bridge_projections == "full")
         Head.complexity(cx, cfg, c)
         mark("head", c, cfg.num_classes, h, w, mc, pc)
         return cx

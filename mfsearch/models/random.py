@@ -42,4 +42,6 @@ def random_config(seed: int, max_blocks: int = 8, num_classes: int = 1000) -> Mo
         activation=activation, bridges=bridges, projections=r.choice(PROJECTIONS), bridge_heads=heads,
         gate=r.random() < 0.7, former=former, ffn=r.random() < 0.7, former_heads=former_heads,
         arrangement=r.choice(ARRANGEMENTS), groups=groups, width_mult=width_mult, name=f"random{seed}",
+        # knobs added later draw last, so every seed keeps the values it had before
+        final_bridge_projections=r.choice(PROJECTIONS), former_gate=r.random() < 0.3, f2m_gate=r.random() < 0.3,
     )
