@@ -229,7 +229,8 @@ class Head(nn.Module):
 def check_supported(cfg: MobileFormerConfig) -> None:
     """Raise ``NotImplementedError`` for options the paper models do not use."""
     wanted = {"activation": "dyrelu", "bridges": "both", "projections": "light", "arrangement": "parallel",
-              "groups": 1, "former": True}
+              "groups": 1, "former": True, "former_gate": False, "f2m_gate": False,
+              "final_bridge_projections": "light"}
     for name, value in wanted.items():
         if getattr(cfg, name) != value:
             raise NotImplementedError(f"the baseline supports only {name}={value!r}, got {getattr(cfg, name)!r}")

@@ -239,6 +239,8 @@ class Graph:
         scores = self.op("Mul", [self.op("MatMul", [q, self.transpose(kv, [0, 1, 3, 2])]), self.const(mod.scale)])
         out = self.op("MatMul", [self.op("Softmax", [scores], axis=-1), kv])
         out = self.reshape(self.transpose(out, [0, 2, 1, 3]), [0, m, d])
+        if mod.gate is not None:  # the Former gate reads the layer's input tokens
+            out = self.op("Mul", [out, self.op("Mul", [self.const(2.0), self.hsigmoid(self.linear(mod.gate, z, 3))])])
         z = self.layernorm(mod.norm1, self.op("Add", [z, self.linear(mod.proj, out, 3)]))
         if mod.ffn:
             hidden = self.gelu(self.linear(mod.fc1, z, 3))
@@ -250,7 +252,10 @@ class Graph:
         nh = mod.heads
         q = self.reshape(self.conv(mod.q, x) if mod.q is not None else x, [0, nh, c // nh, -1])
         k = self.transpose(self.reshape(self.linear(mod.k, z, 3), [0, m, nh, c // nh]), [0, 2, 1, 3])
-        v = self.transpose(self.reshape(self.linear(mod.v, z, 3), [0, m, nh, c // nh]), [0, 2, 3, 1])
+        v = self.linear(mod.v, z, 3)
+        if mod.gate is not None:  # the Former->Mobile gate scales the token values
+            v = self.op("Mul", [v, self.op("Mul", [self.const(2.0), self.hsigmoid(self.linear(mod.gate, z, 3))])])
+        v = self.transpose(self.reshape(v, [0, m, nh, c // nh]), [0, 2, 3, 1])
         scores = self.op("Mul", [self.op("MatMul", [k, q]), self.const(mod.scale)])
         out = self.op("MatMul", [v, self.op("Softmax", [scores], axis=-2)])
         out = self.reshape(out, self.op("Shape", [x]))

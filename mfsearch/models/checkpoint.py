@@ -126,16 +126,6 @@ def released_key_map(cfg: MobileFormerConfig) -> dict[str, str]:
     return out
 
 
-def convert_released_state_dict(state: Mapping[str, Tensor], cfg: MobileFormerConfig) -> dict[str, Tensor]:
-    """Rename a released state dict to mfsearch names; unknown keys raise, naming them."""
-    key_map = released_key_map(cfg)
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in _check_state(state).items()}
-    unknown = [k for k in state if k not in key_map]
-    if unknown:
-        raise CheckpointError(f"{len(unknown)} unexpected key(s) in checkpoint: {', '.join(unknown[:10])}")
-    return {key_map[k]: v for k, v in state.items()}
-
-
 def _unwrap(obj: Any) -> Mapping[str, Tensor]:
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):

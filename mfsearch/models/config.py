@@ -80,7 +80,7 @@ class BlockConfig:
 
 @dataclass(frozen=True)
 class MobileFormerConfig:
-    """Everything that defines a Mobile-Former architecture (see SPEC sections 2, 3 and 5).
+    """Everything that defines a Mobile-Former architecture (docs/architecture.md §2, §3 and §5).
 
     The knobs beyond widths and depths (defaults are the paper models):
 
@@ -397,7 +397,7 @@ def _block_from_dict(i: int, b: Any) -> BlockConfig:
 
 
 def lite(cin_unused: int, out: int, e1: int, stride: int) -> BlockConfig:
-    """``lite(in->out, e1, s)`` of SPEC section 3 (the input width is implied by the chain)."""
+    """``lite(in->out, e1, s)`` of docs/architecture.md §3 (the input width is implied by the chain)."""
     return BlockConfig("lite", out, e1, stride)
 
 

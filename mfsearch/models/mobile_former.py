@@ -233,7 +233,7 @@ def dyrelu(x: Tensor, a1: Tensor, a2: Tensor) -> Tensor:
 
 
 class DyReLU(nn.Module):
-    """Dynamic ReLU with two slopes per channel and no intercepts (SPEC 2.5).
+    """Dynamic ReLU with two slopes per channel and no intercepts (docs/architecture.md §2.5).
 
     Coefficients come from token 0 through its own two-layer MLP: at ``h = 0.5`` it is ReLU.
     """
@@ -300,7 +300,7 @@ def act_complexity(cx: Cx, cfg: MobileFormerConfig, channels: int) -> Cx:
 
 
 class MobileToFormer(nn.Module):
-    """Tokens attend over all pixels (SPEC 2.1); light: the map is key and value as it is."""
+    """Tokens attend over all pixels (docs/architecture.md §2.1); light: the map is key and value as it is."""
 
     def __init__(self, channels: int, token_dim: int, heads: int, gate: bool, full: bool) -> None:
         super().__init__()
@@ -347,7 +347,7 @@ class MobileToFormer(nn.Module):
 
 
 class Former(nn.Module):
-    """One post-norm transformer layer over the tokens; keys = values = the tokens (SPEC 2.2).
+    """One post-norm transformer layer over the tokens; keys = values = the tokens (docs/architecture.md §2.2).
 
     ``gate``: the merged attention output is multiplied by ``2 * hsigmoid(Linear(d -> d)(z))`` of the
     layer's input tokens before the output projection (the authors' Former gate; off in the paper models).
@@ -402,7 +402,7 @@ class Former(nn.Module):
 
 
 class FormerToMobile(nn.Module):
-    """Every pixel attends over the tokens (SPEC 2.6); light: the map is the query as it is.
+    """Every pixel attends over the tokens (docs/architecture.md §2.6); light: the map is the query as it is.
 
     ``gate``: the token values are multiplied by ``2 * hsigmoid(Linear(d -> C)(z))`` before the pixels
     attend over them (the authors' Former->Mobile gate; off in the paper models).
@@ -457,7 +457,7 @@ class FormerToMobile(nn.Module):
 
 
 class LiteBlock(nn.Module):
-    """First block: depthwise (multiplier e1) + BN + ReLU6, then pointwise + BN (SPEC 2.7)."""
+    """First block: depthwise (multiplier e1) + BN + ReLU6, then pointwise + BN (docs/architecture.md §2.7)."""
 
     def __init__(self, cin: int, cout: int, e1: int, stride: int, groups: int) -> None:
         super().__init__()

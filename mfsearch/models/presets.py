@@ -1,4 +1,4 @@
-"""The seven paper models as registered presets (SPEC section 3, PAPER.md)."""
+"""The seven paper models as registered presets (docs/architecture.md §3; Chen et al., CVPR 2022, Table 1)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from .config import ACTIVATIONS, ARRANGEMENTS, BRIDGES, PROJECTIONS, BlockConfig
 
 
 def random_config(seed: int, max_blocks: int = 8, num_classes: int = 1000) -> MobileFormerConfig:
-    """A valid random config; every knob value of SPEC section 5 is reachable.
+    """A valid random config; every knob value of docs/architecture.md §5 is reachable.
 
     Deterministic in ``seed``; no rejection loop: choices are made so every rule holds.
     """

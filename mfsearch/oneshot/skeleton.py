@@ -34,6 +34,8 @@ SHARED = ("num_tokens", "token_dim", "stem", "head", "bridge_heads")
 SHARED_LITE = ("out", "e1")
 SHARED_STAGE = ("out", "depth", "e1", "down_e1", "down_e2")
 SHARED_TEXT = ", ".join([*SHARED, *(f"lite.{k}" for k in SHARED_LITE), *(f"stages[].{k}" for k in SHARED_STAGE)])
+#: config fields whose operators the supernet does not build: only this value is accepted
+NOT_BUILT = {"former_gate": False, "f2m_gate": False}
 SAMPLE_TRIES = 64  # random sub-networks: bounded resampling of configs the rules refuse
 
 
@@ -130,6 +132,12 @@ def check_shareable(space: Space) -> None:
         where = "space.groups" if "groups" in space.knobs else "base"
         raise _refuse(space, where, f"groups is {groups}; one-shot search needs groups: 1 (grouped pointwise "
                       "convs and their channel shuffles do not share weights by leading channels)")
+    for name, default in NOT_BUILT.items():  # operators the supernet does not build (yet): refused, not ignored
+        value = values(space.knobs[name])[0] if name in space.knobs else getattr(base, name)
+        if value != default:
+            where = f"space.{name}" if name in space.knobs else "base"
+            raise _refuse(space, where, f"{name} is {value!r}; the one-shot supernet builds only {name}: {default!r}; "
+                          "use evaluation.strategy: standalone for this space")
 
 
 # ----------------------------------------------------------------------------- suggesters

@@ -386,8 +386,8 @@ class Supernet(nn.Module):
         self.tokens = nn.Parameter(torch.randn(m, d)) if m else None
         self.stem = DynamicConvBN(3, sk.stem, 3, 2)
         self.blocks = nn.ModuleList([SuperLite(sk.lite), *(SuperBlock(cfg, s, d) for s in sk.slots)])
-        full = cfg.projections == "full"
-        self.final_m2f = SuperMobileToFormer(sk.last_width, d, cfg.gate, full) if cfg.m2f else None
+        final_full = cfg.final_bridge_projections == "full"
+        self.final_m2f = SuperMobileToFormer(sk.last_width, d, cfg.gate, final_full) if cfg.m2f else None
         self.head = SuperHead(cfg, sk.last_width, d if m else 0, sk.head, num_classes)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         MobileFormer.reset_parameters(self)  # type: ignore[arg-type] - the model's initialisation, largest shapes
