@@ -89,7 +89,9 @@ def _coverage(cfgs: list[MobileFormerConfig]) -> set[str]:
                            (c.groups > 1, "grouped pointwise"), (not c.former, "former off"),
                            (c.former and not c.ffn, "ffn off"), (c.width_mult != 1.0, "width_mult != 1"),
                            (c.num_tokens == 0 and c.activation != "dyrelu", "no tokens, static activation"),
-                           (not c.gate and c.m2f, "gate off")):
+                           (not c.gate and c.m2f, "gate off"), (c.former and c.former_gate, "former gate"),
+                           (c.f2m and c.f2m_gate, "former->mobile gate"),
+                           (c.m2f and c.final_bridge_projections == "full", "full final bridge")):
             if flag:
                 got.add(name)
     return got
@@ -100,7 +102,7 @@ def test_variant_sample_covers_every_knob():
     want = {f"activation={a}" for a in ("dyrelu", "relu", "relu6", "prelu", "hswish")}
     want |= {f"bridges={b}" for b in ("both", "mobile_to_former", "former_to_mobile", "none")}
     want |= {"serial", "full projections", "grouped pointwise", "former off", "ffn off", "width_mult != 1",
-             "no tokens, static activation", "gate off"}
+             "no tokens, static activation", "gate off", "former gate", "former->mobile gate", "full final bridge"}
     assert want <= got, f"seeded variants miss {sorted(want - got)}"
 
 
