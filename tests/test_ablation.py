@@ -95,7 +95,7 @@ def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     f = tmp_path / "exp.yaml"
     f.write_text("name: quick\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
                  "  b: {activation: relu}\npaper:\n  top1: {a: 64.0, b: 63.0}\n"
-                 "evaluation: {image_size: 16, train_size: 300, val_size: 100, batch_size: 50}\n")
+                 "evaluation: {image_size: 16, train_size: 300, val_size: 100, batch_size: 50, threads: 1}\n")
     cmd = [sys.executable, "-m", "mfsearch.cli"]
     r = subprocess.run([*cmd, "ablate", str(f), "--runs-dir", str(tmp_path / "runs")], capture_output=True,
                        text=True, timeout=600)
