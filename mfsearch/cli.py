@@ -31,6 +31,37 @@ def build_parser(packages: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return p
 
 
+#: the libraries every command that does work loads, imported with Ctrl-C held back (see :func:`_import_heavy`)
+HEAVY_IMPORTS = ("numpy", "torch")
+
+
+def _import_heavy(names: Sequence[str] = HEAVY_IMPORTS) -> None:
+    """Import ``names`` with Ctrl-C held back, then act on it.
+
+    An interrupt that lands inside a library's import can be caught there and leave the library
+    half-initialised (a later ``AttributeError`` instead of a clean stop). The signal is noted and
+    raised as :class:`KeyboardInterrupt` once the imports are done (a second or two at most).
+    """
+    import importlib
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the command that needs it says so
+                pass
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C."""
     try:
@@ -44,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_INPUT
+        _import_heavy()
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"mfsearch: error: {e}", file=sys.stderr)

@@ -333,6 +333,34 @@ def test_ctrl_c_with_two_workers_exits_130_without_tracebacks(tmp_path, delay, t
         assert not running, [t.user_attrs for t in running]
 
 
+# a library whose import catches an interrupt and goes on half-initialised (what happened inside a worker's
+# ``import torch`` on Ctrl-C: numpy without ``flexible``, then an AttributeError instead of exit 130)
+_SWALLOWING_LIBRARY = """
+import sys, time
+print("importing", flush=True)
+try:
+    time.sleep(3)
+except BaseException:
+    sys.stdout.write("swallowed\\n")
+ready = True
+"""
+
+
+def test_ctrl_c_during_a_library_import_is_held_until_the_import_ends(tmp_path):
+    (tmp_path / "swallower.py").write_text(_SWALLOWING_LIBRARY)
+    code = ("import mfsearch.cli as c\ntry:\n    c._import_heavy(['swallower'])\nexcept KeyboardInterrupt:\n"
+            "    import swallower; print('ready =', swallower.ready); raise SystemExit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path, PYTHONPATH=os.pathsep.join(
+                                [str(tmp_path), os.environ.get("PYTHONPATH", "")])),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "importing"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "swallowed" not in out, out
+    assert "ready = True" in out, (out, err)
+    assert proc.returncode == 130, (proc.returncode, err)
+
+
 # ----------------------------------------------------------------------------- folders, read-only commands
 
 

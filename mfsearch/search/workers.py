@@ -37,12 +37,14 @@ def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: i
 
     code = 0
     try:
-        signal.signal(signal.SIGINT, _on_sigint)  # ignored until here (inherited): no traceback mid-start-up
         import optuna
         import torch
 
         from .optuna_engine import OptunaSearch
 
+        # Ctrl-C stays ignored (inherited) until the libraries are imported: an interrupt inside a library's
+        # import can be swallowed there and leave the library half-initialised. The parent repeats the signal.
+        signal.signal(signal.SIGINT, _on_sigint)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the command line: its own trial lines
         torch.set_num_threads(threads)
         OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
