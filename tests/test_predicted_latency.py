@@ -65,6 +65,7 @@ def _png_width(path):
     return struct.unpack(">I", head[16:20])[0]
 
 
+@pytest.mark.slow
 def test_a_predicted_latency_search_builds_no_model_per_sample_and_measures_its_front(
         tmp_path, table, load, run_cli, tiny_space):
     t = load_table(table)
