@@ -3,7 +3,11 @@
 An :class:`Objective` says which way is better, where its value stands in a trial record (and
 the results table), how it is obtained (``trained``: proxy training; ``zero_cost``: a score at
 initialisation; ``analytic``: counted from the config; ``measured``: timed on a device), the
-budget field that can bound it, and how to label it. Adding a metric is one :func:`register`
+budget field that can bound it, and how to label it. A measured cost may also be *predictable*: a
+space can say where its value comes from (``latency: {source: predicted, table: FILE}``), and then
+it is known before anything is built, like an analytic count (kind ``predicted`` in that space, see
+:meth:`mfsearch.space.Space.kind`), and the front's members are measured after the search into its
+``measured_column``. Adding a metric is one :func:`register`
 call here plus the function that produces its value (see :mod:`mfsearch.search.objective`).
 """
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-KINDS = ("trained", "zero_cost", "analytic", "measured")
+KINDS = ("trained", "zero_cost", "analytic", "measured", "predicted")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,17 @@ class Objective:
     label: str  # axis label and table header
     scale: float = 1.0  # value * scale is what a plot shows (MACs in millions...)
     budget: str | None = None  # the ``budget:`` field that bounds it, if any
+    #: a predictable measured cost: where a measurement made after a search that predicted it is kept
+    measured_column: str | None = None
+
+    @property
+    def predictable(self) -> bool:
+        """Whether a space may predict it instead of measuring each sample."""
+        return self.measured_column is not None
+
+    @property
+    def measured_label(self) -> str:
+        return f"measured {self.label}"
 
     @property
     def scores_architectures(self) -> bool:
@@ -36,7 +51,7 @@ class Objective:
     def worst(self, cost: dict[str, float]) -> float:
         """The value told for a sample that is never evaluated (over budget or invalid): its own cost
         where it was counted, otherwise the worst possible."""
-        if self.kind in ("analytic", "measured") and self.column in cost:
+        if self.kind in ("analytic", "measured", "predicted") and self.column in cost:
             return float(cost[self.column])
         if self.kind == "measured":
             return 1e9
@@ -66,6 +81,11 @@ def of_kind(*kinds: str) -> tuple[str, ...]:
     return tuple(n for n, o in OBJECTIVES.items() if o.kind in kinds)
 
 
+def measured_columns() -> dict[str, Objective]:
+    """The columns that hold measurements of predicted objectives -> their objective."""
+    return {o.measured_column: o for o in OBJECTIVES.values() if o.measured_column}
+
+
 def column(name: str) -> str:
     """The record key / table column of objective ``name``."""
     return get(name).column
@@ -74,7 +94,8 @@ def column(name: str) -> str:
 register(Objective("accuracy", "maximize", "accuracy", "trained", "proxy top-1 (%)"))
 register(Objective("macs", "minimize", "macs", "analytic", "MACs (M)", 1e-6, budget="macs"))
 register(Objective("params", "minimize", "params", "analytic", "parameters (M)", 1e-6, budget="params"))
-register(Objective("latency", "minimize", "latency_ms", "measured", "latency (ms)", 1.0, budget="latency_ms"))
+register(Objective("latency", "minimize", "latency_ms", "measured", "latency (ms)", 1.0, budget="latency_ms",
+                   measured_column="latency_measured_ms"))
 
 
 def _register_zero_cost() -> None:

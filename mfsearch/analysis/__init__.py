@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..objectives import OBJECTIVES, of_kind
+from ..objectives import OBJECTIVES, measured_columns, of_kind
 from ..store import trial_constraints
 
 __all__ = [
     "AXES", "OBJECTIVE_COLUMNS", "candidates", "front_markdown", "hypervolume", "hypervolume_history",
     "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_hypervolume_history",
-    "study_frames", "trials_frame",
+    "plot_latency_fronts", "study_frames", "trials_frame",
 ]
 
 
@@ -25,7 +25,8 @@ OBJECTIVE_COLUMNS = {n: o.column for n, o in OBJECTIVES.items()}
 
 #: measured columns a record may carry (latency, zero-cost scores), and what scoring cost
 SCORE_COLUMNS = tuple(OBJECTIVES[n].column for n in of_kind("zero_cost"))
-MEASURED = tuple(OBJECTIVES[n].column for n in of_kind("measured")) + SCORE_COLUMNS + ("zero_cost_s",)
+MEASURED = tuple(OBJECTIVES[n].column for n in of_kind("measured")) + tuple(measured_columns()) + SCORE_COLUMNS \
+    + ("zero_cost_s",)
 
 
 def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
@@ -65,6 +66,7 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
                 row[k] = ua[k]
         if isinstance(ua.get("latency"), dict):
             row["latency_device"] = ua["latency"].get("device", "")
+            row["latency_source"] = ua["latency"].get("source", "measured")
         for k, v in t.params.items():
             row[f"p.{k}"] = v
         rows.append(row)
@@ -158,6 +160,7 @@ def front_markdown(front: pd.DataFrame) -> str:
     has_acc = "accuracy" in front.columns and front["accuracy"].notna().any()
     head = "| rank | kind | name / arch_id | MACs (M) | params (M) | accuracy (%) |"
     labels = {o.column: o.label for o in OBJECTIVES.values()}
+    labels.update({c: o.measured_label for c, o in measured_columns().items()})
     head += "".join(f" {labels.get(c, c)} |" for c in extra) + " architecture |"
     lines = [head, "|---:|---|---|---:|---:|---:|" + "---:|" * len(extra) + "---|"]
     order = front.sort_values("accuracy" if has_acc else (extra[-1] if extra else "macs"), ascending=False)
@@ -170,16 +173,19 @@ def front_markdown(front: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: x axis of a front plot (a cost's column) -> (scale, label)
+#: x axis of a front plot (a cost's column, or the measurement of a predicted one) -> (scale, label)
 AXES = {o.column: (o.scale, o.label) for o in OBJECTIVES.values() if o.kind in ("analytic", "measured")}
+AXES.update({c: (o.scale, o.measured_label) for c, o in measured_columns().items()})
 
 
 def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,
-               x: str = "macs", title: str = "") -> Any:
-    """Accuracy vs ``x`` (``macs``, ``params`` or ``latency_ms``): feasible trials, the front, paper models.
+               x: str = "macs", title: str = "", ax: Any = None, xlabel: str | None = None,
+               budget: float | None = None) -> Any:
+    """Accuracy vs ``x`` (``macs``, ``params``, ``latency_ms``, ``latency_measured_ms``): feasible trials,
+    the front, paper models; a dashed line at ``budget`` (in ``x``'s unit) when given.
 
     Returns the :class:`matplotlib.figure.Figure` (a notebook shows it); writes it to ``path`` when given.
-    Draws on its own figure: no pyplot state, no backend switch.
+    Draws on ``ax``, or on its own figure: no pyplot state, no backend switch.
     """
     from matplotlib.figure import Figure
 
@@ -190,13 +196,17 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     if x not in c.columns:
         c = c.assign(**{x: np.nan})
     c = c[c[x].notna()]
-    fig = Figure(figsize=(7, 4.5), dpi=120)
-    ax = fig.subplots()
+    if ax is None:
+        fig = Figure(figsize=(7, 4.5), dpi=120)
+        ax = fig.subplots()
+    fig = ax.get_figure()
     search = c[c["kind"] == "search"]
     refs = c[c["kind"] == "reference"]
     ax.scatter(search[x] * scale, search["accuracy"], s=18, alpha=0.6, label="trials")
-    cost = next((n for n, col in OBJECTIVE_COLUMNS.items() if col == x), x)
-    front = pareto_front(c, [("accuracy", "maximize"), (cost, "minimize")]) if not c.empty else c
+    if c.empty:
+        front = c
+    else:  # the front of accuracy against this axis (also for a measurement column, which is no objective)
+        front = c[pareto_mask(np.stack([-c["accuracy"].astype(float).to_numpy(), c[x].astype(float).to_numpy()], 1))]
     if not front.empty:
         f = front.sort_values(x)
         ax.step(f[x] * scale, f["accuracy"], where="post", color="C3", lw=1.5, label="Pareto front")
@@ -206,11 +216,43 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
         for _, r in refs.iterrows():
             ax.annotate(r["name"].replace("mobile_former_", "MF-"), (r[x] * scale, r["accuracy"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(label)
+    if budget is not None:
+        ax.axvline(budget * scale, color="0.4", ls="--", lw=1, label="budget")
+    ax.set_xlabel(xlabel or label)
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig
+
+
+def plot_latency_fronts(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,
+                        budget: float | None = None, title: str = "") -> Any:
+    """Accuracy vs latency; for a search that predicted latency, two panels: the predicted latency of every
+    trial, and the latency measured after the search (front members and paper models).
+
+    Returns the figure; writes it to ``path`` when given.
+    """
+    from matplotlib.figure import Figure
+
+    measured = "latency_measured_ms"
+    predicted = "latency_source" in df.columns and (df["latency_source"] == "predicted").any()
+    if not (measured in df.columns and df[measured].notna().any()):
+        label = "predicted latency (ms)" if predicted else None
+        return plot_front(df, objectives, path, "latency_ms", title, xlabel=label, budget=budget)
+    fig = Figure(figsize=(12, 4.5), dpi=120)
+    left, right = fig.subplots(1, 2, sharey=True)
+    plot_front(df, objectives, None, "latency_ms", f"{title} (predicted)" if title else "predicted", ax=left,
+               xlabel="predicted latency (ms)", budget=budget)
+    plot_front(df[df[measured].notna()], objectives, None, measured,
+               f"{title} (measured after the search)" if title else "measured", ax=right, budget=budget)
+    lo = min(a.get_xlim()[0] for a in (left, right))
+    hi = max(a.get_xlim()[1] for a in (left, right))
+    for a in (left, right):  # one scale: a point moves right or left by its prediction error
+        a.set_xlim(lo, hi)
     fig.tight_layout()
     if path is not None:
         fig.savefig(Path(path))
@@ -243,7 +285,14 @@ def study_frames(ref: Any) -> tuple[pd.DataFrame, dict]:
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise InputError(f"study {ref.name} has no trials yet; run it first (mfsearch run SPACE)")
-    return pd.concat(frames, ignore_index=True), attrs
+    df = pd.concat(frames, ignore_index=True)
+    from ..search.measure_front import stored_measurements
+
+    done = stored_measurements(attrs)  # latency measured after a search that predicted it, by architecture
+    if done:
+        df["latency_measured_ms"] = df["arch_id"].map(lambda a: (done.get(a) or {}).get("latency_measured_ms"))
+        df["latency_measured_ms"] = df["latency_measured_ms"].astype(float)
+    return df, attrs
 
 
 def param_importance(df: pd.DataFrame, seed: int = 0) -> pd.Series:

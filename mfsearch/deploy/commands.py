@@ -13,9 +13,9 @@ from .onnx_graph import DEFAULT_OPSET
 
 
 def _usage_error(msg: str) -> Exception:
-    from ..cli import UsageError
+    from ..errors import InputError
 
-    return UsageError(msg)
+    return InputError(msg)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
@@ -133,12 +133,12 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def cmd_table_predict(args: argparse.Namespace) -> int:
-    from ..cli import _resolve
+    from ..models.commands import resolve
 
     table = _load(args)
     rows = []
     for spec in args.models:
-        cfg = _resolve(spec)
+        cfg = resolve(spec)
         pred = table.predict(cfg, on_missing="measure" if args.measure_missing else "estimate")
         rows.append({"model": cfg.name or spec, "arch_id": cfg.arch_id, "predicted_ms": round(pred.ms, 4),
                      "summed_ms": round(pred.summed_ms, 4), "units": len(pred.units),

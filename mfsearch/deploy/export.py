@@ -123,13 +123,13 @@ def _front_order(df: Any, objectives: Sequence[Sequence[str]]) -> Any:
 def study_source(target: str, rank: int | None = None, arch_id: str | None = None, storage: str | None = None,
                  runs: str | Path | None = None) -> ExportSource:
     """A member of a study: ``rank`` K of its Pareto front (default 1, the most accurate) or ``arch_id``."""
-    from ..analysis import load_study
+    from .. import load_results
 
     if rank is not None and arch_id is not None:
         raise InputError("--rank and --arch-id: give one of them")
     if rank is not None and rank < 1:
         raise InputError(f"--rank: must be >= 1, got {rank}")
-    df, attrs = load_study(target, storage, runs)
+    df, attrs = load_results(target, storage, runs)
     study = str(df["study"].iloc[0]) if len(df) else Path(target).stem
     objectives = attrs.get("objectives") or [["accuracy", "maximize"], ["macs", "minimize"]]
     if arch_id is not None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..evaluation.latency import STATISTICS
 from ..models import BlockConfig, ConfigError, MobileFormer, MobileFormerConfig
 from ..models.config import make_divisible
 from ..models.cx import Cx
@@ -49,7 +50,6 @@ FORMAT = "mfsearch-latency-table"
 VERSION = 1
 RUNTIMES = ("onnxruntime",)
 #: what a table entry (and the measurement it is judged against) holds -> the attribute of a timing
-STATISTICS = {"cpu_min": "cpu_min_ms", "cpu": "cpu_median_ms", "wall_min": "min_ms", "wall": "median_ms"}
 CALIBRATION_SEED = 1_000_003  # calibration configs: seeds from here on (accuracy checks use small seeds)
 
 Key = tuple
@@ -268,8 +268,26 @@ def unit_complexity(key: Key) -> tuple[int, int]:
     return cx.macs, ci * r * r + co * cx.h * cx.w
 
 
+def constant_tokens(key: Key) -> bool:
+    """Whether the tokens a unit reads are constants of the whole model: with no Mobile->Former bridge no image
+    reaches them, so ONNX Runtime folds what they feed (the Former, DY-ReLU's coefficients, the Former->Mobile
+    keys and values) into constants once; the unit must then hold them as constants too, or it times work the
+    whole model never does (measured: 3-7% of such a model)."""
+    kind = key[0]
+    if kind in ("mf1", "mf2"):
+        glob = key[_GLOBALS_AT[kind]:]
+        return bool(glob[0]) and glob[3] not in ("both", "mobile_to_former")
+    if kind == "tail":
+        return bool(key[3]) and not key[9]
+    return False
+
+
 def unit_proto(key: Key, opset: int = DEFAULT_OPSET, seed: int = 0) -> tuple[Any, dict[str, tuple[int, ...]]]:
-    """The ONNX model of one unit (random weights) and its input shapes (batch 1)."""
+    """The ONNX model of one unit (random weights) and its input shapes (batch 1).
+
+    The tokens are an input, or, where they are constants of the whole model (:func:`constant_tokens`), an
+    initializer, as in :func:`mfsearch.deploy.onnx_graph.model_proto`.
+    """
     cfg, idx = _unit_config(key)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -278,6 +296,8 @@ def unit_proto(key: Key, opset: int = DEFAULT_OPSET, seed: int = 0) -> tuple[Any
     kind, r = key[0], key[1]
     m, d = cfg.num_tokens, cfg.token_dim
     shapes: dict[str, tuple[int, ...]] = {}
+    const = constant_tokens(key)
+    zin = (g.init(model.tokens.detach().numpy().reshape(1, m, d), "tokens") if const else "z") if m else None
     if kind == "stem":
         shapes["x"] = (1, 3, r, r)
         outs = [g.stem(model.stem, "x")]
@@ -288,16 +308,16 @@ def unit_proto(key: Key, opset: int = DEFAULT_OPSET, seed: int = 0) -> tuple[Any
     elif kind == "tail":
         c = key[2]
         shapes["x"] = (1, c, r, r)
-        if m:
+        if zin == "z":
             shapes["z"] = (1, m, d)
-        outs = [g.tail(model.final_m2f, model.head, cfg, c, "x", "z" if m else None, 1)]
+        outs = [g.tail(model.final_m2f, model.head, cfg, c, "x", zin, 1)]
     else:
         ci, co = cfg.channels()[1]
         shapes["x"] = (1, ci, r, r)
-        if m:
+        if zin == "z":
             shapes["z"] = (1, m, d)
-        y, z = g.mf_block(model.blocks[1], "x", "z" if m else None, ci, co, m, d)
-        outs = [y] + ([z] if z is not None and z != "z" else [])
+        y, z = g.mf_block(model.blocks[1], "x", zin, ci, co, m, d)
+        outs = [y] + ([z] if z is not None and z != zin and not const else [])
     proto = g.model([g.value_info(n, s) for n, s in shapes.items()], [g.value_info(o, None) for o in outs],
                     f"unit_{kind}")
     return proto, shapes
@@ -496,12 +516,16 @@ class LatencyTable:
         return "; ".join(diffs) or None
 
     def check_machine(self, threads: int | None = None, input_size: int | None = None,
-                      runtime: str | None = None) -> None:
-        """Raise :class:`TableError` (one line: the file, why, what to do) if the table is not for here."""
+                      runtime: str | None = None, rebuild: str | None = None) -> None:
+        """Raise :class:`TableError` (one line: the file, why, what to do) if the table is not for here.
+
+        ``rebuild``: the command that builds the right table (default: the build flags of these settings).
+        """
         why = self.mismatch(threads, input_size, runtime)
         if why:
-            raise TableError(f"{self.path or 'latency table'}: {why}; rebuild it here with `mfsearch latency-table "
-                             f"build --threads {threads or self.threads} --input-size {input_size or self.input_size}`")
+            rebuild = rebuild or (f"mfsearch latency-table build --threads {threads or self.threads} "
+                                  f"--input-size {input_size or self.input_size}")
+            raise TableError(f"{self.path or 'latency table'}: {why}; rebuild it here with `{rebuild}`")
 
     # ------------------------------------------------------------------ files
     def to_json(self) -> dict[str, Any]:
@@ -551,6 +575,11 @@ class LatencyTable:
         except (KeyError, TypeError, ValueError) as e:
             raise TableError(f"{where}: damaged table ({type(e).__name__}: {e}); rebuild it with "
                              "`mfsearch latency-table build`") from None
+        stale = [k for k in t.entries if constant_tokens(k)]
+        if stale and not data.get("constant_tokens"):
+            raise TableError(f"{where}: built before units whose tokens are constants of the model were timed as "
+                             f"such ({len(stale)} of its units, e.g. {list(stale[0])[:5]}...); rebuild it with "
+                             "`mfsearch latency-table build`")
         if t.statistic not in STATISTICS:
             raise TableError(f"{where}: unknown statistic {t.statistic!r}; rebuild it with "
                              "`mfsearch latency-table build`")
@@ -561,20 +590,49 @@ class LatencyTable:
 
 
 def load_table(path: str | Path, threads: int | None = None, input_size: int | None = None,
-               runtime: str | None = None, check: bool = True) -> LatencyTable:
-    """Read a table; with ``check`` (default) refuse one built on another device, runtime version or settings."""
+               runtime: str | None = None, check: bool = True, statistic: str | None = None,
+               rebuild: str | None = None) -> LatencyTable:
+    """Read a table; with ``check`` (default) refuse one built on another device, runtime version or settings.
+
+    ``statistic``: refuse a table whose entries hold another figure; ``rebuild``: the build command a
+    refusal suggests (default: ``mfsearch latency-table build`` with these settings).
+    """
     p = Path(path)
+    build = rebuild or f"mfsearch latency-table build --out {p}"
     if not p.is_file():
-        raise TableError(f"{p}: no such latency table; build one with `mfsearch latency-table build --out {p}`")
+        raise TableError(f"{p}: no such latency table; build one with `{build}`")
     try:
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TableError(f"{p}: not a readable latency table ({type(e).__name__}); rebuild it with "
-                         "`mfsearch latency-table build`") from None
+                         f"`{rebuild or 'mfsearch latency-table build'}`") from None
     table = LatencyTable.from_json(data, str(p))
     if check:
-        table.check_machine(threads, input_size, runtime)
+        table.check_machine(threads, input_size, runtime, rebuild)
+    if statistic is not None and table.statistic != statistic:
+        build = rebuild or f"{build} --statistic {statistic}"
+        raise TableError(f"{p}: its entries are {table.statistic} times, {statistic} was asked for; rebuild it with "
+                         f"`{build}` or ask for {table.statistic}")
     return table
+
+
+_SEARCH_TABLES: dict[tuple, LatencyTable] = {}
+
+
+def search_table(path: str | Path, settings: Any, rebuild: str) -> LatencyTable:
+    """The table a search predicts latency with, checked against this machine and ``settings`` (a space's
+    :class:`~mfsearch.evaluation.latency.LatencySettings`); read once per process and file version."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        stamp: tuple = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = ()
+    key = (str(p.resolve()), stamp, settings.threads, settings.input_size, settings.statistic)
+    if key not in _SEARCH_TABLES:
+        _SEARCH_TABLES[key] = load_table(p, threads=settings.threads, input_size=settings.input_size,
+                                         runtime="onnxruntime", statistic=settings.statistic, rebuild=rebuild)
+    return _SEARCH_TABLES[key]
 
 
 def predict_latency(cfg: MobileFormerConfig, table: LatencyTable) -> float:
@@ -736,7 +794,7 @@ def build_table(keys: Iterable[Key], calibration: Sequence[MobileFormerConfig], 
                         "e2e_rounds": rounds},
         "build_s": round(time.perf_counter() - t0, 1), "units_s": round(units_s, 1),
         "load_start": load0, "load_end": loadavg(),
-        "calibration": rows, "skipped": skipped,
+        "calibration": rows, "skipped": skipped, "constant_tokens": True,
     }
     return table
 

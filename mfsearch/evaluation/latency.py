@@ -38,6 +38,13 @@ RUNTIMES = ("onnxruntime", "eager", "compile", "jit")
 DEPRECATED = {"jit": "runtime jit (frozen TorchScript) is deprecated, as torch.jit is in torch 2.13, and will be "
                      "removed; use onnxruntime (the CPU default) or eager"}
 CPU_ONLY = ("onnxruntime",)
+#: where a search's latency comes from: timed per sample, or predicted from a latency table (no model built)
+SOURCES = ("measured", "predicted")
+#: which figure of a measurement counts (budgets, objectives, table entries) -> the :class:`Latency` field
+#: holding it. ``wall``: the median wall clock (what a user waits; disturbed by every neighbour of a shared
+#: machine); ``cpu_min``: the minimum CPU time per run (with one thread, the latency of an idle core, and the
+#: figure neighbours disturb least); ``wall_min`` and ``cpu`` (median CPU time) in between.
+STATISTICS = {"cpu_min": "cpu_min_ms", "cpu": "cpu_median_ms", "wall_min": "min_ms", "wall": "median_ms"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ class LatencySettings:
     batch: int = 1
     warmup: int = 5
     runs: int = 30
+    #: ``measured`` (each sample is timed) or ``predicted`` (summed from ``table``; the front is timed afterwards)
+    source: str = "measured"
+    table: str | None = None  # a latency table file, as written in the space file (relative to it)
+    statistic: str = "wall"  # a key of STATISTICS: the figure budgets and objectives use
 
     def resolved_runtime(self) -> str:
         if self.runtime != "auto":
@@ -84,6 +95,14 @@ class Latency:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def value(self, statistic: str) -> float:
+        """The figure ``statistic`` (a key of :data:`STATISTICS`); ValueError where it was not measured."""
+        v = getattr(self, STATISTICS[statistic])
+        if v is None:
+            raise ValueError(f"statistic {statistic} is not measured on {self.device} (CPU time is measured on the "
+                             "CPU only); use wall or wall_min")
+        return float(v)
 
 
 def cpu_name() -> str:
@@ -241,4 +260,30 @@ def parse_latency(ctx: Ctx, raw: Any) -> LatencySettings:
                         "runs": (1, 100000)}.items():
         if k in d:
             kw[k] = int_field(ctx, d[k], f"latency.{k}", lo, hi)
-    return LatencySettings(**kw)
+    if "source" in d:
+        kw["source"] = choice_field(ctx, d["source"], "latency.source", SOURCES)
+    if "statistic" in d:
+        kw["statistic"] = choice_field(ctx, d["statistic"], "latency.statistic", tuple(STATISTICS))
+    if "table" in d and d["table"] is not None:
+        if not isinstance(d["table"], str) or not d["table"].strip():
+            raise ctx.err("latency.table", "must be the path of a latency table file (relative to this file)")
+        kw["table"] = d["table"]
+    s = LatencySettings(**kw)
+    if s.statistic.startswith("cpu") and s.device != "cpu":
+        raise ctx.err("latency.statistic", f"{s.statistic} is CPU time, measured on device cpu only; use wall or "
+                      "wall_min")
+    if s.source == "predicted":
+        if s.table is None:
+            raise ctx.err("latency.table", "source predicted needs a table: build one with `mfsearch latency-table "
+                          "build --space <this file>` and name it here")
+        for fld, ok, rule in (("device", s.device == "cpu", "must be cpu"),
+                              ("runtime", s.resolved_runtime() == "onnxruntime", "must be onnxruntime or auto"),
+                              ("batch", s.batch == 1, "must be 1"), ("threads", s.threads is not None, "must be set")):
+            if not ok:
+                raise ctx.err(f"latency.{fld}", f"{rule}: a latency table holds batch-1 ONNX Runtime CPU times")
+        if "statistic" not in d:
+            raise ctx.err("latency.statistic", "source predicted needs the statistic said explicitly (the one the "
+                          "table was built with, e.g. cpu_min): a study never mixes two")
+    elif s.table is not None:
+        raise ctx.err("latency.table", "is read with source: predicted only")
+    return s

@@ -86,8 +86,33 @@ class Evaluation:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _inherited(ctx: Ctx, d: dict) -> dict:
+    """``evaluation: {from: other.yaml, ...}``: the other file's evaluation section (validated there), with this
+    file's keys on top. One file's settings then serve several (a proxy chosen once, for every space that
+    trains with it); a study pins the values it was created with, not the name of the file."""
+    from pathlib import Path
+
+    from ..fields import load_yaml
+
+    src = d["from"]
+    if not isinstance(src, str) or not src.strip():
+        raise ctx.err("evaluation.from", "must be the path of a space or experiment file (relative to this file)")
+    path = Path(src).expanduser()
+    if not path.is_absolute():
+        path = Path(ctx.path).parent / path
+    data, lines = load_yaml(path)
+    other = Ctx(path, lines)
+    base = mapping_field(other, data.get("evaluation") if isinstance(data, dict) else None, "evaluation")
+    if "from" in base:
+        raise ctx.err("evaluation.from", f"{path} takes its evaluation from another file too; name that file here")
+    parse_evaluation(other, base)  # its own mistakes are reported against its own lines
+    return {**base, **{k: v for k, v in d.items() if k != "from"}}
+
+
 def parse_evaluation(ctx: Ctx, raw: Any) -> Evaluation:
     d = mapping_field(ctx, raw, "evaluation")
+    if "from" in d:
+        d = _inherited(ctx, d)
     known = {f.name for f in dataclasses.fields(Evaluation)}
     no_unknown(ctx, d, known, "evaluation")
     e = Evaluation()

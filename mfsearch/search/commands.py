@@ -58,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..store import StudyRef, default_storage_url, runs_dir
     _quiet_optuna()
     space = _space_from_args(args)
+    if space.predicts_latency:
+        space.latency_table()  # a missing table, or one for another machine or settings: one line, before any work
     run_dir = writable_dir(runs_dir(args.runs_dir) / space.name, "run directory")
     url = args.storage or space.storage or default_storage_url(run_dir)
     ref = StudyRef(space.name, url, run_dir)
@@ -76,6 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary.duplicates} duplicates reused, {summary.infeasible} over-budget samples never trained, "
           f"{summary.failed} failed), {summary.references} reference models trained, "
           f"wall {summary.wall_s / 60:.1f} min")
+    if space.predicts_latency:
+        from .measure_front import measure_front
+
+        measure_front(space, ref, log=lambda m: print(m, file=sys.stderr, flush=True))
     export(ref, space_objectives(space), out=sys.stdout)
     return 0
 
@@ -129,8 +135,11 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     _atomic(folder / "pareto_params.png", lambda p: plot_front(df, objectives, p, "params",
                                                                f"{ref.name}: proxy top-1 vs params"))
     if "latency_ms" in df.columns and df["latency_ms"].notna().any():
-        _atomic(folder / "pareto_latency.png", lambda p: plot_front(df, objectives, p, "latency_ms",
-                                                                    f"{ref.name}: proxy top-1 vs latency"))
+        from ..analysis import plot_latency_fronts
+
+        budget = (attrs.get("budget") or {}).get("latency_ms")
+        _atomic(folder / "pareto_latency.png", lambda p: plot_latency_fronts(df, objectives, p, budget,
+                                                                             f"{ref.name}: proxy top-1 vs latency"))
     text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
             f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
             + front_markdown(front))

@@ -31,7 +31,7 @@ from ..errors import InputError, RunError
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..objectives import OBJECTIVES
-from ..space import Space, constraint_values, optuna_suggest, sample_config, within_budget
+from ..space import Space, constraint_values, optuna_suggest, sample_config
 from ..space.definition import definition, first_difference
 from ..space.repair import repair
 from ..store import Retrying, StorageError, StudyRef, open_storage, redact, trial_constraints, write_run_info
@@ -252,7 +252,7 @@ class OptunaSearch:
         acc = rec.get("accuracy")
         acc_s = f"acc {acc:5.2f}%" if isinstance(acc, (int, float)) else "acc   -  "
         if "latency_ms" in rec:
-            acc_s += f" lat {rec['latency_ms']:6.2f}ms"
+            acc_s += f" lat {rec['latency_ms']:6.2f}ms" + ("~" if self.space.predicts_latency else "")
         for n, _ in self.space.objectives:
             if OBJECTIVES[n].kind == "zero_cost" and n in rec:
                 acc_s += f" {n} {rec[n]:.4g}"
@@ -466,7 +466,7 @@ class OptunaSearch:
             asked.append(trial)
             try:
                 cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
-                fits, cost = within_budget(cfg, space.budget)
+                fits, cost = space.within_budget(cfg)  # analytic costs, and a predicted latency
                 invalid = None
             except ConfigError as e:
                 cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
@@ -577,6 +577,8 @@ class OptunaSearch:
         trial.set_user_attr("status", "invalid" if invalid else "over_budget")
         trial.set_user_attr("macs", cost["macs"])
         trial.set_user_attr("params", cost["params"])
+        if "latency_ms" in cost:  # predicted: the sampler is told how far over the budget it is
+            trial.set_user_attr("latency_ms", cost["latency_ms"])
         if invalid:
             trial.set_user_attr("failure_reason", invalid)
             _optuna.set_constraints(trial, {k: 1.0 for k in constraint_values(cost, self.space.budget)})

@@ -2,8 +2,10 @@
 
 A study holds results that are only comparable under one definition: the base model, the
 knobs and their ranges, the budget, the objectives, the evaluation settings (and the latency
-settings where latency is measured). Run controls (trials, sampler, seed, workers, reference
-models, storage) are not part of it: they may change between runs of a study.
+settings where latency is used: how it is measured, whether it is measured or predicted, the
+statistic budgets and objectives read, and the table a prediction reads, by when it was built).
+Run controls (trials, sampler, seed, workers, reference models, storage) are not part of it:
+they may change between runs of a study.
 
 :func:`definition` gives a canonical, credential-free dict of a space; :func:`first_difference`
 names the first field where two differ and whether an explicit ``--allow-change`` may accept
@@ -29,6 +31,28 @@ def _knob(v: Any) -> Any:
     return v.to_dict() if isinstance(v, Dist) else {"const": v}
 
 
+#: latency settings added since studies were first pinned, with the value every older study used
+_LATENCY_DEFAULTS = {"source": "measured", "table": None, "statistic": "wall"}
+
+
+def _table_built(space: Space) -> str | None:
+    """When a predicted-latency space's table was built (its identity: a rebuilt table predicts otherwise)."""
+    path = space.latency_table_path()
+    try:
+        return str(json.loads(path.read_text()).get("created")) if path is not None else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _latency(space: Space) -> dict[str, Any] | None:
+    if not space.needs_latency:
+        return None
+    out = dataclasses.asdict(space.latency)
+    if space.latency.source == "predicted":
+        out["table_built"] = _table_built(space)
+    return out
+
+
 def definition(space: Space) -> dict[str, Any]:
     """The canonical definition of ``space`` (plain JSON data, no storage URL)."""
     ev = dataclasses.asdict(space.evaluation)
@@ -39,7 +63,7 @@ def definition(space: Space) -> dict[str, Any]:
         "objectives": [list(o) for o in space.objectives],
         "budget": dataclasses.asdict(space.budget),
         "evaluation": {"eval_id": space.evaluation.eval_id(), **ev},
-        "latency": dataclasses.asdict(space.latency) if space.needs_latency else None,
+        "latency": _latency(space),
         "space": {
             "knobs": {k: _knob(v) for k, v in space.knobs.items()},
             "lite": {k: _knob(v) for k, v in space.lite.items()} if space.lite is not None else None,
@@ -105,6 +129,8 @@ def _knobs(d: dict[str, Any]) -> dict[str, Any]:
 
 def first_difference(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any, bool] | None:
     """``(field, stored value, new value, acceptable with --allow-change)`` of the first difference, or None."""
+    if isinstance(stored.get("latency"), dict):  # pinned before a setting existed: it had today's default
+        stored = {**stored, "latency": {**_LATENCY_DEFAULTS, **stored["latency"]}}
     for sect in FIXED:
         d = _diff(stored.get(sect), new.get(sect), sect)
         if d:

@@ -329,9 +329,10 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
 
         parse_oneshot(data["oneshot"], path, lines)
     trains = any(OBJECTIVES[n].kind == "trained" for n, _ in objectives)
-    if search.engine == "ray" and (budget.latency_ms is not None or prescreen is not None or not trains):
-        raise ctx.err("search.engine", "ray schedules trained trials only: a latency budget, a prescreen or a "
-                      "zero-cost objective needs engine: optuna")
+    timed_budget = budget.latency_ms is not None and latency.source == "measured"
+    if search.engine == "ray" and (timed_budget or prescreen is not None or not trains):
+        raise ctx.err("search.engine", "ray schedules trained trials only: a measured latency budget, a prescreen "
+                      "or a zero-cost objective needs engine: optuna (a predicted latency budget works with ray)")
     if prescreen is not None and not trains:
         raise ctx.err("prescreen", "screens candidates before training; with a zero-cost objective nothing is trained")
     space = Space(name, base, knobs, lite, stages, budget, objectives, evaluation, search, storage,

@@ -11,11 +11,12 @@ from typing import Any
 
 from ..models import ConfigError
 from .sample import knob_dists, sample_config
-from .spec import Dist, Space, within_budget
+from .spec import Dist, Space
 
 
 def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Lower knobs greedily (largest MAC saving first) until the config fits; bounded steps."""
+    """Lower knobs greedily (the step that brings the costs closest to the budget first) until the config fits;
+    bounded steps. The costs are those the budget bounds (MACs, params, a predicted latency)."""
     dists = knob_dists(space)
     cur = dict(params)
 
@@ -24,8 +25,12 @@ def repair(space: Space, params: dict[str, Any]) -> dict[str, Any] | None:
             cfg = sample_config(space, lambda n, d: p.get(n, d.bounds()[0]))
         except ConfigError:
             return math.inf
-        fits, c = within_budget(cfg, space.budget)
-        return -1.0 if fits else c["macs"] / (space.budget.macs or 1) + c["params"] / (space.budget.params or 1e18)
+        fits, c = space.within_budget(cfg)
+        b = space.budget
+        over = (c["macs"] / b.macs if b.macs else 0.0) + (c["params"] / b.params if b.params else 0.0)
+        if b.latency_ms and "latency_ms" in c:  # a predicted latency budget
+            over += c["latency_ms"] / b.latency_ms
+        return -1.0 if fits else over
 
     c0 = cost(cur)
     for _ in range(len(dists) + 1):

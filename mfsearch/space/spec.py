@@ -8,7 +8,9 @@ against its budget.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..evaluation.latency import LatencySettings
@@ -81,7 +83,7 @@ class Budget:
     macs: int | None = None
     params: int | None = None
     input_size: int = 224
-    latency_ms: float | None = None  # measured with the space's ``latency`` settings
+    latency_ms: float | None = None  # measured (or predicted) with the space's ``latency`` settings
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,70 @@ class Space:
 
     @property
     def needs_latency(self) -> bool:
+        """Whether latency is used at all: a budget or an objective."""
         return self.budget.latency_ms is not None or any(OBJECTIVES[n].kind == "measured" for n, _ in self.objectives)
+
+    @property
+    def predicts_latency(self) -> bool:
+        """Latency is predicted from a table for every sample (``latency.source: predicted``); nothing is timed
+        before training, and the front is measured after the search."""
+        return self.needs_latency and self.latency.source == "predicted"
+
+    @property
+    def measures_latency(self) -> bool:
+        """Latency is timed for every sample before it is trained (``latency.source: measured``, the default)."""
+        return self.needs_latency and self.latency.source == "measured"
+
+    def kind(self, name: str) -> str:
+        """How objective ``name`` is obtained in this space: its registered kind, or ``predicted`` for a
+        predictable one this space predicts (then it is known before training, like an analytic count)."""
+        obj = OBJECTIVES[name]
+        return "predicted" if obj.predictable and self.predicts_latency else obj.kind
+
+    def latency_table_path(self) -> Path | None:
+        """The latency table file of a predicted-latency space (``latency.table``, relative to the space file)."""
+        if self.latency.table is None:
+            return None
+        p = Path(self.latency.table).expanduser()
+        return p if p.is_absolute() or not self.path else Path(self.path).parent / p
+
+    def latency_table(self) -> Any:
+        """The :class:`~mfsearch.deploy.LatencyTable` a predicted-latency space reads, checked against this
+        machine and the ``latency:`` settings (:class:`~mfsearch.deploy.TableError`, one line, otherwise)."""
+        from ..deploy.latency_table import TableError, search_table
+        from ..deploy.runtime import RuntimeMissing
+
+        s, path = self.latency, self.latency_table_path()
+        rebuild = (f"mfsearch latency-table build --space {self.path} --threads {s.threads} --input-size "
+                   f"{s.input_size} --statistic {s.statistic} --out {path}")
+        try:
+            return search_table(path, s, rebuild)
+        except TableError as e:
+            raise TableError(f"{self.path}: latency.table: {e}") from None
+        except RuntimeMissing:  # the table is checked against the runtime installed here: there is none
+            raise TableError(f"{self.path}: latency.runtime: onnxruntime is not installed, and a predicted latency "
+                             "reads a table of its times checked against the installed version; install it with "
+                             "`pip install onnx onnxruntime` (or `pip install -e .`)") from None
+
+    def latency_predictor(self) -> Callable[[MobileFormerConfig], float] | None:
+        """``cfg -> predicted latency (ms)`` where this space predicts latency, else None."""
+        if not self.predicts_latency:
+            return None
+        from ..deploy.latency_table import predict_latency
+
+        table = self.latency_table()
+        return lambda cfg: round(predict_latency(cfg, table), 4)
+
+    def latency_record(self) -> dict[str, Any]:
+        """What a predicted latency stands on (stored with each trial beside ``latency_ms``)."""
+        t = self.latency_table()
+        return {"source": "predicted", "table": str(self.latency_table_path()), "table_created": t.meta.get("created"),
+                "statistic": t.statistic, "device": t.device, "runtime": t.runtime,
+                "runtime_version": t.runtime_version, "threads": t.threads, "input_size": t.input_size, "batch": 1}
+
+    def within_budget(self, cfg: MobileFormerConfig) -> tuple[bool, dict[str, Any]]:
+        """:func:`within_budget` with this space's predicted latency, where it predicts latency."""
+        return within_budget(cfg, self.budget, self.latency_predictor())
 
     @property
     def base_config(self) -> MobileFormerConfig:
@@ -130,7 +195,7 @@ class Space:
         """Paper models to evaluate as reference points (those under the budget)."""
         refs = self.search.reference_models
         names = list_models() if refs is True else ([] if refs is False else list(refs))
-        return [n for n in names if within_budget(get_config(n), self.budget)[0]]
+        return [n for n in names if self.within_budget(get_config(n))[0]]
 
     def with_overrides(self, **search: Any) -> Space:
         """A copy with some ``search`` fields replaced (CLI flags)."""
@@ -145,11 +210,18 @@ class Space:
         return dataclasses.replace(self, storage=self.storage and redact(self.storage), raw=raw)
 
 
-def within_budget(cfg: MobileFormerConfig, budget: Budget) -> tuple[bool, dict[str, int]]:
-    """``(fits, cost)``: cost holds MACs and params at the budget's input size (1000 classes)."""
-    cx = complexity(cfg.replace(num_classes=1000) if cfg.num_classes != 1000 else cfg, budget.input_size)
+def within_budget(cfg: MobileFormerConfig, budget: Budget,
+                  latency: Callable[[MobileFormerConfig], float] | None = None) -> tuple[bool, dict[str, Any]]:
+    """``(fits, cost)``: cost holds MACs and params at the budget's input size (1000 classes), and the
+    latency in ms when ``latency`` (a predictor, e.g. :meth:`Space.latency_predictor`) is given."""
+    cfg = cfg.replace(num_classes=1000) if cfg.num_classes != 1000 else cfg
+    cx = complexity(cfg, budget.input_size)
     fits = (budget.macs is None or cx.macs <= budget.macs) and (budget.params is None or cx.params <= budget.params)
-    return fits, {"macs": cx.macs, "params": cx.params}
+    cost: dict[str, Any] = {"macs": cx.macs, "params": cx.params}
+    if latency is not None:
+        cost["latency_ms"] = latency(cfg)
+        fits = fits and (budget.latency_ms is None or cost["latency_ms"] <= budget.latency_ms)
+    return fits, cost
 
 
 def constraint_values(cost: dict[str, Any], budget: Budget) -> dict[str, float]:
@@ -159,6 +231,6 @@ def constraint_values(cost: dict[str, Any], budget: Budget) -> dict[str, float]:
         out["macs"] = cost["macs"] / budget.macs - 1.0
     if budget.params is not None:
         out["params"] = cost["params"] / budget.params - 1.0
-    if budget.latency_ms is not None:  # measured before training; unknown (infeasible MACs) counts as over
+    if budget.latency_ms is not None:  # predicted or measured before training; unknown counts as over
         out["latency"] = cost["latency_ms"] / budget.latency_ms - 1.0 if "latency_ms" in cost else 1.0
     return out
