@@ -21,13 +21,14 @@ from mfsearch.ablation import (
     next_runs,
     read_records,
     rescaled,
+    run_experiment,
     summarise,
     summary_markdown,
     t_interval,
 )
 from mfsearch.ablation.plan import plan_campaign, plan_markdown
 from mfsearch.ablation.stats import SeedRule, mde, seed_decision
-from mfsearch.errors import InputError
+from mfsearch.errors import InputError, RunError
 from mfsearch.space import load_space
 
 ROOT = Path(__file__).parent.parent
@@ -352,6 +353,21 @@ def test_bad_seed_rules(tmp_path, seeds, pattern):
     f.write_text(f"name: e\nseeds: {seeds}\narms:\n  a: {{}}\n  b: {{}}\n")
     with pytest.raises(InputError, match=pattern):
         load_experiment(f)
+
+
+def test_a_second_runner_of_the_same_experiment_is_refused(tmp_path):
+    import fcntl
+
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_26m\narms:\n  a: {}\n  b: {}\n" + TINY_EVAL)
+    exp = load_experiment(f)
+    run_dir = tmp_path / "runs" / "ablations" / "e"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "a") as fh:  # as a running `ablate` holds it
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunError, match="another `mfsearch ablate` is running this experiment"):
+            run_experiment(exp, tmp_path / "runs", log=lambda s: None)
+    assert read_records(run_dir) == []
 
 
 def test_append_after_a_torn_line_keeps_the_new_record(tmp_path):

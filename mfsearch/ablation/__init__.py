@@ -39,11 +39,13 @@ adds its matched twin ``<arm>_matched`` beside it; arms within 1% are never resc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,16 +380,43 @@ def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = p
     """Train every (arm, seed) the seed rule asks for and is not yet recorded; returns the run directory.
 
     Each run is appended to ``records.jsonl`` as it finishes (with its CPU seconds and threads), so
-    a killed campaign loses at most the run in progress; the same call resumes it.
+    a killed campaign loses at most the run in progress; the same call resumes it. One process at a
+    time per experiment (another is refused with :class:`RunError`); different experiments can run at once.
     """
+    run_dir = run_dir_for(exp, runs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _one_runner(run_dir):
+        return _run(exp, run_dir, log)
+
+
+@contextlib.contextmanager
+def _one_runner(run_dir: Path) -> Iterator[None]:
+    """Refuse a second ``ablate`` of the same experiment at once (both would train the same next runs).
+
+    An advisory ``flock`` on ``run_dir/.lock``: the system drops it when its holder dies, so a killed run
+    leaves nothing stale behind.
+    """
+    import fcntl
+
+    with open(run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir}: another `mfsearch ablate` is running this experiment; let it finish (or "
+                           "stop it), then run again: it resumes") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
     import torch
 
     from ..evaluation.train import TrialFailed, proxy_data, train_and_evaluate
     from ..proxycheck import cpu_seconds
     from ..store import versions
 
-    run_dir = run_dir_for(exp, runs)
-    run_dir.mkdir(parents=True, exist_ok=True)
     eval_id = exp.evaluation.eval_id()
     proxy_data(exp.evaluation)  # a missing data set fails here, before any training
     configs = {a.name: arm_config(exp, a) for a in exp.arms}
