@@ -1,28 +1,49 @@
-"""Ablation experiments: files, budget matching, statistics, and a real tiny run with resume."""
+"""Ablation experiments: files, budget matching, statistics, adaptive seeds, the plan, a real tiny run with resume."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from mfsearch import complexity, get_config
 from mfsearch.ablation import (
+    _append,
     arm_config,
+    arm_decisions,
     direction_of,
     load_experiment,
     match_macs,
+    next_runs,
     read_records,
+    rescaled,
+    run_experiment,
     summarise,
     summary_markdown,
     t_interval,
 )
-from mfsearch.errors import InputError
+from mfsearch.ablation.plan import plan_campaign, plan_markdown
+from mfsearch.ablation.stats import SeedRule, mde, seed_decision
+from mfsearch.errors import InputError, RunError
+from mfsearch.space import load_space
 
-EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+ROOT = Path(__file__).parent.parent
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 AXES = {"components", "activation", "tokens", "token_width", "bridge_heads", "projections", "bridges", "ffn",
         "arrangement"}
+PAPER_AXES = ("components", "activation", "tokens")  # the axes with paper numbers: also on 294M
+TINY_EVAL = "evaluation: {image_size: 16, epochs: 1, train_size: 300, val_size: 100, batch_size: 50, threads: 1}\n"
+
+
+def _macs(cfg):
+    return complexity(cfg.replace(num_classes=1000)).macs
+
+
+# ----------------------------------------------------------------------------- shipped files
 
 
 def test_every_axis_has_an_experiment_and_all_arms_build():
@@ -36,15 +57,116 @@ def test_every_axis_has_an_experiment_and_all_arms_build():
     assert AXES <= names
 
 
+def test_shipped_experiments_take_the_validated_evaluation_from_one_place():
+    macs300 = load_space(ROOT / "spaces" / "macs300.yaml").evaluation
+    for f in EXPERIMENTS:
+        raw = yaml.safe_load(f.read_text())
+        assert raw["evaluation"] == {"from": "../spaces/macs300.yaml"}, f.name  # nothing set beside it
+        exp = load_experiment(f)
+        assert exp.evaluation == macs300 and exp.evaluation_from == "../spaces/macs300.yaml", f.name
+        assert exp.seed_rule == SeedRule(3, 10, 0.5), f.name  # every axis adapts its seeds
+
+
+def test_paper_axes_also_run_on_294m_with_the_same_arms_and_numbers():
+    exps = {e.name: e for e in map(load_experiment, EXPERIMENTS)}
+    for axis in PAPER_AXES:
+        small, big = exps[axis], exps[f"{axis}_294m"]
+        assert small.base == "mobile_former_52m" and big.base == "mobile_former_294m"
+        def written(e):  # the arms of the file (matched twins depend on each model's MACs)
+            return {a.name: (a.changes, a.paper_top1) for a in e.arms if not a.twin_of}
+
+        assert {k: v[1] for k, v in written(small).items()} == {k: v[1] for k, v in written(big).items()}
+        assert any(a.changes == {} for a in big.arms)  # the paper model itself is an arm
+    for name, exp in exps.items():  # every other axis says why it keeps 52M
+        if exp.base == "mobile_former_52m" and name not in PAPER_AXES:
+            assert "Why 52M" in Path(exp.path).read_text(), name
+
+
+def test_shipped_arms_off_budget_are_matched_and_paper_arms_kept_as_written():
+    for f in EXPERIMENTS:
+        exp = load_experiment(f)
+        target = _macs(arm_config(exp, exp.arm(exp.baseline)))
+        for arm in exp.arms:
+            macs = _macs(arm_config(exp, arm))
+            if arm.match or exp.match_budget is True:
+                assert abs(macs - target) <= 0.01 * target, (exp.name, arm.name)
+            elif abs(macs - target) > 0.01 * target:  # an unmatched off-budget arm has its matched twin beside it
+                assert exp.match_budget == "both" and exp.arm(arm.name + "_matched").twin_of == arm.name
+        if exp.paper_direction or any(a.paper_top1 is not None for a in exp.arms):
+            assert exp.match_budget == "both", exp.name  # the paper compared at unequal cost: keep those arms
+
+
+# ----------------------------------------------------------------------------- budget matching
+
+
 def test_match_budget_within_one_percent():
-    exp = load_experiment(next(f for f in EXPERIMENTS if f.stem == "components_matched"))
-    target = complexity(arm_config(exp, exp.arm(exp.baseline))).macs
-    for arm in exp.arms:
-        macs = complexity(arm_config(exp, arm)).macs
-        assert abs(macs - target) <= 0.01 * target, arm.name
+    exp = load_experiment(next(f for f in EXPERIMENTS if f.stem == "components"))
+    target = _macs(arm_config(exp, exp.arm(exp.baseline)))
+    twins = [a for a in exp.arms if a.twin_of]
+    assert [a.name for a in twins] == ["former_bridges_relu_matched", "former_bridges_dyrelu_matched"]
+    for arm in twins:
+        assert abs(_macs(arm_config(exp, arm)) - target) <= 0.01 * target and rescaled(exp, arm)
+        assert _macs(arm_config(exp, exp.arm(arm.twin_of))) > 1.1 * target and not rescaled(exp, exp.arm(arm.twin_of))
+        assert arm.paper_top1 is None and exp.arm(arm.twin_of).paper_top1 is not None
+    target = _macs(get_config("mobile_former_52m"))
     full = get_config("mobile_former_52m").replace(projections="full")
-    assert complexity(full).macs > 1.2 * target  # far off before matching
-    assert abs(complexity(match_macs(full, target)).macs - target) <= 0.01 * target
+    assert _macs(full) > 1.2 * target  # far off before matching
+    assert abs(_macs(match_macs(full, target)) - target) <= 0.01 * target
+
+
+def test_match_true_leaves_arms_within_one_percent_alone(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_52m\nmatch_budget: true\narms:\n  a: {}\n  b: {activation: relu}\n"
+                 "  c: {projections: full}\n")
+    exp = load_experiment(f)
+    assert [a.name for a in exp.arms] == ["a", "b", "c"]  # true: no twins
+    assert not rescaled(exp, exp.arm("b")) and rescaled(exp, exp.arm("c"))  # relu: -0.6% MACs
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("match_budget: maybe\narms:\n  a: {}\n  b: {}\n", r"match_budget: must be true .* both .* or false"),
+    ("match_budget: both\narms:\n  a: {}\n  b: {projections: full}\n  b_matched: {}\n",
+     r"arms.b_matched: match_budget: both names the matched twin of b so"),
+])
+def test_bad_match_budget(tmp_path, text, pattern):
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_52m\n" + text)
+    with pytest.raises(InputError, match=pattern):
+        load_experiment(f)
+
+
+# ----------------------------------------------------------------------------- evaluation from one file
+
+
+def test_evaluation_from_another_file_with_overrides(tmp_path, tiny_space):
+    space = tiny_space(tmp_path, evaluation={"epochs": 3, "val_size": 200})
+    (tmp_path / "exp").mkdir()
+    f = tmp_path / "exp" / "e.yaml"
+    f.write_text(f"name: e\narms:\n  a: {{}}\n  b: {{}}\nevaluation: {{from: ../{space.name}}}\n")
+    exp = load_experiment(f)
+    assert exp.evaluation == load_space(space).evaluation and exp.evaluation.epochs == 3
+    f.write_text(f"name: e\narms:\n  a: {{}}\n  b: {{}}\nevaluation: {{from: ../{space.name}, epochs: 1}}\n")
+    exp = load_experiment(f)
+    assert exp.evaluation.epochs == 1 and exp.evaluation.val_size == 200
+
+
+@pytest.mark.parametrize("ref,text,pattern", [
+    ("missing.yaml", None, r":5: evaluation.from: .*missing.yaml: no such file"),
+    ("ref.yaml", "name: x\n", r"evaluation.from: .*ref.yaml has no evaluation: section"),
+    ("ref.yaml", "evaluation: {from: other.yaml}\n", r"evaluation.from: .*takes its evaluation from another file"),
+    ("ref.yaml", "evaluation:\n  epochs: zero\n", r"ref.yaml:2: evaluation.epochs: must be an integer"),
+    ("", None, r"evaluation.from: must be the path of a file"),
+])
+def test_bad_evaluation_from(tmp_path, ref, text, pattern):
+    if text is not None:
+        (tmp_path / ref).write_text(text)
+    f = tmp_path / "e.yaml"
+    f.write_text(f"name: e\narms:\n  a: {{}}\n  b: {{}}\nevaluation: {{from: '{ref}'}}\n")
+    with pytest.raises(InputError, match=pattern):
+        load_experiment(f)
+
+
+# ----------------------------------------------------------------------------- statistics
 
 
 def test_statistics():
@@ -53,6 +175,30 @@ def test_statistics():
     assert direction_of(2.0, (0.5, 3.5)) == "up"
     assert direction_of(-2.0, (-3.5, -0.5)) == "down"
     assert direction_of(0.3, (-1.0, 1.6)) == "same"
+
+
+@pytest.mark.parametrize("d,n", [(0.8, 15), (0.5, 34), (0.2, 199)])
+def test_mde_matches_textbook_sample_sizes(d, n):
+    """Paired / one-sample t-test, two-sided alpha 0.05, power 0.8: an effect of d standard deviations needs
+    n = 15 / 34 / 199 pairs (Cohen's tables; G*Power's exact noncentral-t answer): so the MDE reaches d at n
+    and not at n - 1."""
+    assert mde(1.0, n) <= d < mde(1.0, n - 1)
+    assert mde(2.5, n) == pytest.approx(2.5 * mde(1.0, n))  # in the unit of the std
+
+
+def test_mde_against_simulation_and_the_normal_approximation():
+    rng = np.random.default_rng(0)
+    from scipy import stats
+
+    for n, sd in ((3, 1.3), (5, 0.7), (10, 2.0)):
+        delta = mde(sd, n)
+        x = rng.normal(delta, sd, size=(40_000, n))
+        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
+        power = float(np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1)))
+        assert power == pytest.approx(0.8, abs=0.01), (n, power)  # 5 standard errors of the simulated rate
+    # many pairs: the normal approximation (z_0.975 + z_0.8) * sd / sqrt(n)
+    assert mde(1.0, 2000) == pytest.approx((1.959964 + 0.841621) / math.sqrt(2000), rel=2e-3)
+    assert math.isnan(mde(1.0, 1)) and mde(0.0, 5) == 0.0
 
 
 def test_summarise_pairs_by_seed_and_compares_with_paper(tmp_path):
@@ -66,13 +212,169 @@ def test_summarise_pairs_by_seed_and_compares_with_paper(tmp_path):
     for arm, accs in {"a": [80, 81, 82], "b": [78, 79.5, 80], "c": [80.5, 80, 83]}.items():
         for seed, acc in enumerate(accs):
             recs.append({"arm": arm, "seed": seed, "eval_id": eid, "status": "trained", "accuracy": acc,
-                         "macs": 1, "params": 1, "arch_id": arm})
+                         "macs": 1, "params": 1, "arch_id": arm, "cpu_s": 30.0})
     rows = {r["arm"]: r for r in summarise(exp, recs)}
     assert rows["b"]["diff"] == pytest.approx(-5.5 / 3)
     assert rows["b"]["ours"] == "down" and rows["b"]["paper_direction"] == "down" and rows["b"]["agree"] is True
-    assert rows["c"]["ours"] == "same" and rows["c"]["agree"] is True
-    assert rows["a"]["std"] == pytest.approx(1.0)
-    assert "(2 arms): 2 agree, 0 contradict, 0 inconclusive" in summary_markdown(list(rows.values()))
+    assert rows["b"]["verdict"] == "agree" and rows["b"]["seed_list"] == [0, 1, 2] and rows["b"]["stop"] == "fixed"
+    diffs = [-2.0, -1.5, -2.0]
+    assert rows["b"]["sd_diff"] == pytest.approx(np.std(diffs, ddof=1))
+    assert rows["b"]["mde"] == pytest.approx(mde(np.std(diffs, ddof=1), 3))
+    assert rows["c"]["ours"] == "same" and rows["c"]["agree"] is True  # a fixed list: "same" as before
+    assert rows["a"]["std"] == pytest.approx(1.0) and rows["a"]["mde"] is None and rows["a"]["cpu_s"] == 90.0
+    text = summary_markdown(list(rows.values()))
+    assert "(2 arms): 2 agree, 0 contradict, 0 inconclusive" in text
+    assert "| e | 52m | b | +0.0% | 3 | -1.83 [-2.55, -1.12] | 0.94 | down | down | agree |" in text
+    assert "noncentral t" in text
+
+
+def test_same_needs_the_interval_inside_the_target_and_verdict_words(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_52m\nbaseline: a\nseeds: {min: 3, max: 4, target: 0.5}\narms:\n"
+                 "  a: {}\n  narrow: {}\n  wide: {}\n  opposite: {}\n"
+                 "paper:\n  direction: {narrow: same, wide: same, opposite: up}\n")
+    exp = load_experiment(f)
+    eid = exp.evaluation.eval_id()
+    accs = {"a": [80, 81, 82, 80], "narrow": [80.1, 80.9, 82.1, 80], "wide": [81, 80, 84, 79],
+            "opposite": [78, 79, 80, 78]}
+    recs = [{"arm": a, "seed": s, "eval_id": eid, "status": "trained", "accuracy": v, "macs": 1, "params": 1,
+             "arch_id": a} for a, vs in accs.items() for s, v in enumerate(vs)]
+    rows = {r["arm"]: r for r in summarise(exp, recs)}
+    assert rows["narrow"]["ours"] == "same" and rows["narrow"]["verdict"] == "agree"
+    assert rows["narrow"]["half_width"] < 0.5 and rows["narrow"]["stop"] == "target"
+    assert rows["wide"]["ours"] == "same" and rows["wide"]["verdict"] == "inconclusive"  # +/- 3 points says nothing
+    assert rows["wide"]["stop"] == "max"
+    assert rows["opposite"]["ours"] == "down" and rows["opposite"]["verdict"] == "contradict"
+    assert rows["opposite"]["stop"] == "excludes 0"
+
+
+# ----------------------------------------------------------------------------- adaptive seeds
+
+
+def _synthetic(tmp_path, seeds="{min: 3, max: 8, target: 0.5}"):
+    f = tmp_path / "e.yaml"
+    f.write_text(f"name: e\nbase: mobile_former_52m\nbaseline: base\nseeds: {seeds}\narms:\n  base: {{}}\n"
+                 "  clear: {activation: relu}\n  noisy: {activation: relu6}\n  flat: {activation: prelu}\n"
+                 "  diverges: {ffn: false}\n")
+    return load_experiment(f)
+
+
+#: synthetic arms: (true difference to the baseline, std of the arm's own seed noise), in points
+ARMS = {"base": (0.0, 0.05), "clear": (3.0, 0.3), "noisy": (0.0, 3.0), "flat": (0.0, 0.05), "diverges": (0.0, 3.0)}
+
+
+def _accuracy(arm: str, seed: int) -> float | None:
+    """Synthetic top-1: a per-seed level every arm shares (cancelled by pairing), the arm's effect and own noise."""
+    if arm == "diverges" and seed % 2:
+        return None  # every odd seed diverges
+    level = 80 + np.random.default_rng(seed).normal(0, 1.5)
+    effect, noise = ARMS[arm]
+    return float(level + effect + np.random.default_rng([seed, sum(map(ord, arm))]).normal(0, noise))
+
+
+def _record(exp, arm, seed):
+    acc = _accuracy(arm, seed)
+    r = {"arm": arm, "seed": seed, "eval_id": exp.evaluation.eval_id(), "macs": 1, "params": 1, "arch_id": arm}
+    return {**r, "status": "failed"} if acc is None else {**r, "status": "trained", "accuracy": acc}
+
+
+def _drive(exp, records, limit=1000):
+    """Train what next_runs asks for until it asks for nothing; returns the records and the rounds."""
+    rounds = []
+    for _ in range(limit):
+        todo = next_runs(exp, records)
+        if not todo:
+            return records, rounds
+        rounds.append(todo)
+        records = records + [_record(exp, a, s) for a, s in todo]
+    raise AssertionError("next_runs never finished")
+
+
+def test_seed_rule_stops_early_on_a_clear_effect_and_keeps_adding_on_a_noisy_one(tmp_path):
+    exp = _synthetic(tmp_path)
+    records, rounds = _drive(exp, [])
+    tried = {a.name: sorted(r["seed"] for r in records if r["arm"] == a.name) for a in exp.arms}
+    decisions = arm_decisions(exp, records)
+    assert rounds[0] == [(a.name, s) for s in range(3) for a in exp.arms]  # the first min seeds, seed by seed
+    assert tried["clear"] == [0, 1, 2] and decisions["clear"] == "excludes 0"  # stopped at min
+    assert tried["flat"] == [0, 1, 2] and decisions["flat"] == "target"  # no effect, but pinned within +/- 0.5
+    assert tried["noisy"] == list(range(8)) and decisions["noisy"] == "max"  # kept adding up to max, no further
+    assert tried["diverges"] == list(range(8)) and decisions["diverges"] == "max"  # failed seeds count as tried
+    assert tried["base"] == list(range(8))  # the baseline trains every seed an arm needs (paired differences)
+    for todo in rounds[1:]:  # later rounds: the baseline's new seed first, then the open arms' next seed
+        assert todo[0][0] == "base" and {a for a, _ in todo[1:]} <= {"noisy", "diverges"}
+    # the noisy arm was open after every one of its seeds before max: interval wider than +/- 0.5 and around 0
+    recs = [r for r in records if r["arm"] in ("base", "noisy")]
+    for n in range(3, 8):
+        sub = [r for r in recs if r["seed"] < n]
+        assert seed_decision([x["accuracy"] - y["accuracy"] for x in sub if x["arm"] == "noisy"
+                              for y in sub if y["arm"] == "base" and y["seed"] == x["seed"]], n,
+                             exp.seed_rule) == "open"
+
+
+def test_seed_rule_resumes_to_the_same_runs_after_an_interruption_anywhere(tmp_path):
+    exp = _synthetic(tmp_path, "{min: 3, max: 6, target: 0.5}")
+    full, _ = _drive(exp, [])
+    want = sorted((r["arm"], r["seed"]) for r in full)
+    for cut in range(len(full)):  # killed after any number of runs (in the order they were appended)
+        resumed, _ = _drive(exp, full[:cut])
+        assert sorted((r["arm"], r["seed"]) for r in resumed) == want, cut
+
+
+def test_a_fixed_seed_list_runs_as_before(tmp_path):
+    exp = _synthetic(tmp_path, "[4, 0, 7]")
+    assert exp.seed_rule is None and exp.seeds == (4, 0, 7)
+    records, rounds = _drive(exp, [])
+    assert rounds == [[(a.name, s) for a in exp.arms for s in (4, 0, 7)]]  # one pass, arm by arm
+    assert set(arm_decisions(exp, records).values()) == {"fixed"}
+
+
+def test_seed_decision_rule():
+    rule = SeedRule(3, 5, 0.5)
+    assert seed_decision([1.0, 1.2], 2, rule) == "open"  # under min
+    assert seed_decision([1.0, 1.2, 1.1], 3, rule) == "excludes 0"
+    assert seed_decision([0.1, -0.1, 0.05], 3, rule) == "target"
+    assert seed_decision([2.0, -2.0, 1.0], 3, rule) == "open"
+    assert seed_decision([2.0, -2.0, 1.0, -1.0, 0.5], 5, rule) == "max"
+    assert seed_decision([], 5, rule) == "max"  # every run diverged: stop at max all the same
+    assert seed_decision([2.0, -2.0], 3, None) == "fixed"
+
+
+@pytest.mark.parametrize("seeds,pattern", [
+    ("{min: 1, max: 5, target: 0.5}", r"seeds.min: must be in \[2, 100\]"),
+    ("{min: 4, max: 3, target: 0.5}", r"seeds.max: must be in \[4, 100\]"),
+    ("{min: 3, max: 5}", r"seeds.target: missing"),
+    ("{min: 3, max: 5, target: 0}", r"seeds.target: must be in"),
+    ("{min: 3, max: 5, target: 0.5, step: 2}", r"seeds.step: unknown key"),
+    ("7", r"seeds: must be a list of 1-100 integers, or \{min"),
+])
+def test_bad_seed_rules(tmp_path, seeds, pattern):
+    f = tmp_path / "e.yaml"
+    f.write_text(f"name: e\nseeds: {seeds}\narms:\n  a: {{}}\n  b: {{}}\n")
+    with pytest.raises(InputError, match=pattern):
+        load_experiment(f)
+
+
+def test_a_second_runner_of_the_same_experiment_is_refused(tmp_path):
+    import fcntl
+
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_26m\narms:\n  a: {}\n  b: {}\n" + TINY_EVAL)
+    exp = load_experiment(f)
+    run_dir = tmp_path / "runs" / "ablations" / "e"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "a") as fh:  # as a running `ablate` holds it
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunError, match="another `mfsearch ablate` is running this experiment"):
+            run_experiment(exp, tmp_path / "runs", log=lambda s: None)
+    assert read_records(run_dir) == []
+
+
+def test_append_after_a_torn_line_keeps_the_new_record(tmp_path):
+    p = tmp_path / "records.jsonl"
+    p.write_text('{"arm": "a", "seed": 0}\n{"arm": "a", "se')  # a crash mid-write
+    _append(p, {"arm": "a", "seed": 1})
+    assert [r["seed"] for r in read_records(tmp_path)] == [0, 1]
 
 
 @pytest.mark.parametrize("text,pattern", [
@@ -91,27 +393,77 @@ def test_bad_experiment_files(tmp_path, text, pattern):
         load_experiment(f)
 
 
+# ----------------------------------------------------------------------------- the plan
+
+
+def test_plan_estimates_every_arm_at_min_and_max_seeds(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("name: planned\nbase: mobile_former_26m\nbaseline: a\nseeds: {min: 2, max: 5, target: 0.5}\n"
+                 "match_budget: both\narms:\n  a: {}\n  b: {projections: full}\n" + TINY_EVAL)
+    exp = load_experiment(f)
+    plan = plan_campaign([exp], steps=1, warmup=1, runs=tmp_path / "runs")
+    (e,) = plan["experiments"]
+    assert [a["arm"] for a in e["arms"]] == ["a", "b", "b_matched"]
+    assert [a["matched"] for a in e["arms"]] == [False, False, True]
+    for a in e["arms"]:
+        assert a["run_minutes"] > 0 and a["stored"] == 0
+        assert a["min_minutes"] == pytest.approx(2 * a["run_minutes"], abs=0.01)
+        assert a["max_minutes"] == pytest.approx(5 * a["run_minutes"], abs=0.01)
+    assert e["min_minutes"] == pytest.approx(sum(a["min_minutes"] for a in e["arms"]) + 2 * e["data_minutes"], abs=0.1)
+    text = plan_markdown(plan)
+    assert "| planned | 26m | 3 | 1 of 3 arms | 2-5 |" in text and "| planned | b_matched | 26m | yes |" in text
+
+
+# ----------------------------------------------------------------------------- a real run
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     f = tmp_path / "exp.yaml"
     f.write_text("name: quick\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
-                 "  b: {activation: relu}\npaper:\n  top1: {a: 64.0, b: 63.0}\n"
-                 "evaluation: {image_size: 16, train_size: 300, val_size: 100, batch_size: 50, threads: 1}\n")
-    cmd = [sys.executable, "-m", "mfsearch.cli"]
-    r = subprocess.run([*cmd, "ablate", str(f), "--runs-dir", str(tmp_path / "runs")], capture_output=True,
-                       text=True, timeout=600)
+                 "  b: {activation: relu}\npaper:\n  top1: {a: 64.0, b: 63.0}\n" + TINY_EVAL)
+    runs = str(tmp_path / "runs")
+    r = _cli("ablate", str(f), "--runs-dir", runs)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = tmp_path / "runs" / "ablations" / "quick"
     recs = read_records(run_dir)
     assert sorted((x["arm"], x["seed"]) for x in recs) == [(a, s) for a in "ab" for s in range(3)]
     assert all(x["status"] == "trained" and x["versions"]["torch"] for x in recs)
+    assert all(x["cpu_s"] > 0 and x["threads"] == 1 for x in recs)
     report = json.loads((run_dir / "report.json").read_text())
     assert [row["arm"] for row in report["rows"]] == ["a", "b"]
     assert (run_dir / "report.png").is_file() and "| b |" in (run_dir / "report.md").read_text()
+    assert "MDE 80%" in (run_dir / "report.md").read_text() and report["rows"][1]["mde"] > 0
     # the same command again trains nothing new
-    r = subprocess.run([*cmd, "ablate", str(f), "--runs-dir", str(tmp_path / "runs")], capture_output=True,
-                       text=True, timeout=600)
+    r = _cli("ablate", str(f), "--runs-dir", runs)
     assert r.returncode == 0 and len(read_records(run_dir)) == 6 and "seed 0" not in r.stderr
-    r = subprocess.run([*cmd, "ablation-summary", "--runs-dir", str(tmp_path / "runs")], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0 and "| quick | b |" in r.stdout
+    r = _cli("ablation-summary", "--runs-dir", runs, timeout=120)
+    assert r.returncode == 0 and "| quick | 26m | b |" in r.stdout
     assert (tmp_path / "runs" / "ablations" / "SUMMARY.md").is_file()
+
+
+def test_ablate_cli_adaptive_seeds_run_to_the_rule_and_resume(tmp_path):
+    f = tmp_path / "exp.yaml"
+    # a target no real difference reaches at 2-4 seeds: an arm stops only on a clear effect or at max
+    f.write_text("name: adapt\nbase: mobile_former_26m\nbaseline: a\nseeds: {min: 2, max: 3, target: 0.001}\n"
+                 "arms:\n  a: {}\n  b: {activation: relu}\n" + TINY_EVAL)
+    runs = str(tmp_path / "runs")
+    r = _cli("ablate", str(f), "--runs-dir", runs)
+    assert r.returncode == 0, r.stderr[-2000:]
+    exp = load_experiment(f)
+    run_dir = tmp_path / "runs" / "ablations" / "adapt"
+    recs = read_records(run_dir)
+    assert next_runs(exp, recs) == []
+    decisions = arm_decisions(exp, recs)
+    tried = {a: sorted(x["seed"] for x in recs if x["arm"] == a) for a in "ab"}
+    assert decisions["b"] in ("excludes 0", "max") and tried["b"] == list(range(len(tried["b"])))
+    assert (decisions["b"] == "max") == (len(tried["b"]) == 3) and tried["a"] == tried["b"]
+    rows = {row["arm"]: row for row in json.loads((run_dir / "report.json").read_text())["rows"]}
+    assert rows["b"]["stop"] == decisions["b"] and rows["b"]["seed_list"] == tried["b"]
+    assert "adaptive seeds (min 2, max 3" in (run_dir / "report.md").read_text()
+    r = _cli("ablate", str(f), "--runs-dir", runs)  # resumes: nothing left to train
+    assert r.returncode == 0 and len(read_records(run_dir)) == len(recs) and "seed 0" not in r.stderr

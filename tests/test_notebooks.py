@@ -64,4 +64,6 @@ def tiny_ablation(tmp_path):
 def test_ablation_notebook(tiny_ablation):
     nb = execute("ablations.ipynb", {"MFSEARCH_NOTEBOOK_ABLATIONS": str(tiny_ablation)})
     text = json.dumps([c.get("outputs") for c in nb.cells])
-    assert "nbabl" in text and "Where the paper gives a direction" in text
+    assert "nbabl" in text and "Where the paper gives a direction" in text and "MDE 80%" in text
+    plot = next(c for c in nb.cells if c.cell_type == "code" and "errorbar" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in plot.outputs)  # differences with their MDE, shown

@@ -101,8 +101,8 @@ def test_deterministic_setting_trains_under_deterministic_algorithms_and_restore
 # eval_ids of the shipped files, computed before evaluation.deterministic existed: stored results stay found
 SHIPPED_EVAL_IDS = {"spaces/macs150.yaml": "286cf287a99b", "spaces/macs300.yaml": "286cf287a99b",
                     "spaces/macs50.yaml": "286cf287a99b", "spaces/tiny.yaml": "b4f1ec47db21",
-                    "experiments/activation.yaml": "fd1e4ce2ee41",
-                    "experiments/components_matched.yaml": "fd1e4ce2ee41"}
+                    "experiments/activation.yaml": "286cf287a99b",  # evaluation: {from: spaces/macs300.yaml}
+                    "experiments/tokens_294m.yaml": "286cf287a99b"}
 
 
 def test_eval_ids_of_shipped_settings_are_unchanged(load):

@@ -4,28 +4,68 @@ An experiment file (``experiments/*.yaml``) names a baseline model, the arms (ea
 config changes), the seeds and the evaluation settings; ``mfsearch ablate`` trains every
 (arm, seed), appends each result to ``records.jsonl`` in the run directory (a re-run skips
 what is done), and writes ``report.md``, ``report.json`` and ``report.png``: per arm the MACs
-and params at 224, proxy top-1 mean +/- std, the paired difference to the baseline with a 95%
-confidence interval, and the paper's number where it has one.
+and params at 224, its seeds, proxy top-1 mean +/- std, the paired difference to the baseline
+with a 95% confidence interval, the minimal detectable effect at 80% power
+(:mod:`mfsearch.ablation.stats`), and the paper's number where it has one.
+
+**Seeds.** ``seeds: [0, 1, 2]`` trains every arm on exactly those seeds. ``seeds: {min: 3, max: 12,
+target: 0.5}`` is adaptive, with candidate seeds 0, 1, ..., max-1 in that order:
+
+1. every arm (the baseline too) trains seeds 0 .. min-1;
+2. then, from the stored records alone, each other arm is *open* while its paired-difference 95%
+   interval (seeds where both it and the baseline trained) includes 0, its half-width is more than
+   ``target`` points, and it has records for fewer than ``max`` seeds (a diverged run counts as
+   tried: its seed is not retried, and it pairs with nothing). An arm stops when its interval excludes
+   0, or its half-width is at most ``target``, or it has tried ``max`` seeds;
+3. each open arm gets its next seed, the smallest it has no record for; the baseline first trains
+   every seed an open arm is about to train (and any seed another arm has that it lacks), since
+   the differences are paired;
+4. repeat 2-3 until no arm is open.
+
+Which runs come next is a function of the stored records (:func:`next_runs`), so an interrupted
+campaign resumes where it stopped and ends with the same runs. Stopping when the interval first
+excludes 0 looks at the data after every seed: with no true effect, an arm is declared "up" or
+"down" more often than the nominal 5% (``benchmarks/bench_seed_rule.py`` measures how much).
+
+**One evaluation.** ``evaluation: {from: ../spaces/macs300.yaml}`` takes the ``evaluation:``
+section of another file (relative to the experiment file; other keys beside ``from`` override
+single settings): every shipped experiment reads the settings the proxy check validated there.
+
+**Matched budgets.** ``match_budget: true`` rescales every arm whose MACs at 224 differ from the
+baseline's by more than 1% (width multiplier, then head width; :func:`match_macs`) to within 1%.
+``match_budget: both`` keeps each such arm as written (where the paper compared at unequal cost) and
+adds its matched twin ``<arm>_matched`` beside it; arms within 1% are never rescaled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
 from ..models import ConfigError, MobileFormerConfig, complexity, get_config
 from ..space.parse import parse_base, parse_name
+from .stats import STOP_REASONS, SeedRule, mde, paired_stats, seed_decision, t_interval
+
+__all__ = ["DIRECTIONS", "MATCH_TOL", "STOP_REASONS", "Arm", "Experiment", "SeedRule", "arm_config",
+           "arm_decisions", "collect_reports", "direction_of", "load_experiment", "match_macs", "mde", "next_runs",
+           "plot_report", "read_records", "report_markdown", "rescaled", "run_dir_for", "run_experiment", "summarise",
+           "summary_markdown", "t_interval", "write_report"]
 
 DIRECTIONS = ("up", "down", "same")
+MATCH_TOL = 0.01  # an arm whose MACs differ from the baseline's by more than this is rescaled when matching
+MATCH_MODES = (False, True, "both")
+MATCHED_SUFFIX = "_matched"
 
 
 @dataclass(frozen=True)
@@ -33,6 +73,8 @@ class Arm:
     name: str
     changes: dict[str, Any]
     paper_top1: float | None = None
+    match: bool = False  # rescale to the baseline's MACs when more than 1% off
+    twin_of: str | None = None  # the unmatched arm this matched twin was made from (match_budget: both)
 
 
 @dataclass(frozen=True)
@@ -42,14 +84,70 @@ class Experiment:
     base: str
     baseline: str
     arms: tuple[Arm, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # the seeds every arm trains: the list, or 0 .. min-1 when adaptive
     evaluation: Evaluation
-    match_budget: bool
+    match_budget: bool | str
     paper_direction: dict[str, str]
     path: str = ""
+    seed_rule: SeedRule | None = None  # adaptive seeds (``seeds: {min, max, target}``); None: a fixed list
+    evaluation_from: str | None = None  # the file the evaluation settings come from, as written
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
+
+    @property
+    def max_seeds(self) -> int:
+        """The most seeds an arm can get."""
+        return self.seed_rule.max if self.seed_rule else len(self.seeds)
+
+    def seeds_text(self) -> str:
+        if self.seed_rule is None:
+            return f"seeds {list(self.seeds)}"
+        r = self.seed_rule
+        return f"adaptive seeds (min {r.min}, max {r.max}, target half-width {r.target:g} points)"
+
+
+def _parse_seeds(ctx: Ctx, raw: Any) -> tuple[tuple[int, ...], SeedRule | None]:
+    if isinstance(raw, dict):
+        no_unknown(ctx, raw, ("min", "max", "target"), "seeds")
+        for k in ("min", "max", "target"):
+            if k not in raw:
+                raise ctx.err(f"seeds.{k}", "missing; adaptive seeds read {min: 3, max: 12, target: 0.5}")
+        lo = int_field(ctx, raw["min"], "seeds.min", 2, 100)  # two seeds at least: an interval needs two pairs
+        hi = int_field(ctx, raw["max"], "seeds.max", lo, 100)
+        target = float_field(ctx, raw["target"], "seeds.target", 1e-6, 100.0)
+        return tuple(range(lo)), SeedRule(lo, hi, target)
+    if not isinstance(raw, list) or not raw or len(raw) > 100:
+        raise ctx.err("seeds", "must be a list of 1-100 integers, or {min: N, max: M, target: H} (adaptive)")
+    seeds = tuple(int_field(ctx, s, "seeds", 0, 2**31 - 1) for s in raw)
+    if len(set(seeds)) != len(seeds):
+        raise ctx.err("seeds", "has repeated seeds")
+    return seeds, None
+
+
+def _parse_experiment_evaluation(ctx: Ctx, raw: Any, path: str | Path) -> tuple[Evaluation, str | None]:
+    """The ``evaluation:`` section, or the one of the file it names with ``from:`` (plus overrides beside it)."""
+    d = mapping_field(ctx, raw, "evaluation")
+    if "from" not in d:
+        return parse_evaluation(ctx, d), None
+    src = d["from"]
+    if not isinstance(src, str) or not src.strip():
+        raise ctx.err("evaluation.from", "must be the path of a file with an evaluation: section "
+                      "(relative to this file), e.g. ../spaces/macs300.yaml")
+    ref = Path(path).parent / src
+    try:
+        ref_data, ref_lines = load_yaml(ref)
+    except InputError as e:
+        raise ctx.err("evaluation.from", str(e)) from None
+    ref_eval = ref_data.get("evaluation") if isinstance(ref_data, dict) else None
+    if not isinstance(ref_eval, dict):
+        raise ctx.err("evaluation.from", f"{ref} has no evaluation: section")
+    if "from" in ref_eval:
+        raise ctx.err("evaluation.from", f"{ref} takes its evaluation from another file too; name that file here "
+                      "(one level only)")
+    parse_evaluation(Ctx(ref, ref_lines), ref_eval)  # its own errors name its own lines
+    overrides = {k: v for k, v in d.items() if k != "from"}
+    return parse_evaluation(ctx, {**ref_eval, **overrides}), src
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -96,25 +194,53 @@ def load_experiment(path: str | Path) -> Experiment:
     baseline = data.get("baseline", arms[0].name)
     if baseline not in names:
         raise ctx.err("baseline", f"names no arm; arms are {', '.join(sorted(names))}")
-    seeds = data.get("seeds", [0, 1, 2])
-    if not isinstance(seeds, list) or not seeds or len(seeds) > 100:
-        raise ctx.err("seeds", "must be a list of 1-100 integers")
-    seeds = tuple(int_field(ctx, s, "seeds", 0, 2**31 - 1) for s in seeds)
-    if len(set(seeds)) != len(seeds):
-        raise ctx.err("seeds", "has repeated seeds")
+    seeds, rule = _parse_seeds(ctx, data.get("seeds", [0, 1, 2]))
     match = data.get("match_budget", False)
-    if not isinstance(match, bool):
-        raise ctx.err("match_budget", "must be true or false")
+    if match not in MATCH_MODES or not isinstance(match, (bool, str)):
+        raise ctx.err("match_budget", "must be true (rescale every arm more than 1% off the baseline's MACs), "
+                      "both (keep such an arm and add its matched twin) or false")
+    if match:
+        arms = _with_matching(ctx, base, baseline, arms, match)
     desc = data.get("description", "")
-    evaluation = parse_evaluation(ctx, data.get("evaluation"))
+    evaluation, ev_from = _parse_experiment_evaluation(ctx, data.get("evaluation"), path)
     return Experiment(name, str(desc), base, baseline, tuple(arms), seeds, evaluation, match,
-                      {str(k): str(v) for k, v in direction.items()}, str(path))
+                      {str(k): str(v) for k, v in direction.items()}, str(path), rule, ev_from)
+
+
+def _with_matching(ctx: Ctx, base: str, baseline: str, arms: list[Arm], mode: bool | str) -> list[Arm]:
+    """The arms under ``match_budget``: off-budget arms marked for rescaling (``true``) or twinned (``both``)."""
+    target = _macs(get_config(base).replace(**next(a for a in arms if a.name == baseline).changes))
+    out = []
+    for a in arms:
+        off = a.name != baseline and abs(_macs(get_config(base).replace(**a.changes)) - target) > MATCH_TOL * target
+        if not off:
+            out.append(a)
+        elif mode == "both":
+            twin = a.name + MATCHED_SUFFIX
+            if any(b.name == twin for b in arms):
+                raise ctx.err(f"arms.{twin}", f"match_budget: both names the matched twin of {a.name} so; "
+                              "rename this arm")
+            out += [a, Arm(twin, a.changes, None, match=True, twin_of=a.name)]
+        else:
+            out.append(dataclasses.replace(a, match=True))
+    for a in out:
+        if a.match:
+            try:
+                match_macs(get_config(base).replace(**a.changes), target)
+            except ConfigError as e:
+                raise ctx.err("match_budget", f"arm {a.name}: {e.rule}") from None
+    return out
 
 
 # ----------------------------------------------------------------------------- budget matching
 
 
-def match_macs(cfg: MobileFormerConfig, target: int, input_size: int = 224, tol: float = 0.01) -> MobileFormerConfig:
+def _macs(c: MobileFormerConfig, input_size: int = 224) -> int:
+    return complexity(c.replace(num_classes=1000), input_size).macs
+
+
+def match_macs(cfg: MobileFormerConfig, target: int, input_size: int = 224, tol: float = MATCH_TOL
+               ) -> MobileFormerConfig:
     """Rescale ``cfg``'s widths (width multiplier, then head width) so its MACs are within ``tol`` of ``target``.
 
     Deterministic and bounded: a scan of width multipliers, then an exact solve for the head width
@@ -122,7 +248,7 @@ def match_macs(cfg: MobileFormerConfig, target: int, input_size: int = 224, tol:
     """
 
     def macs(c: MobileFormerConfig) -> int:
-        return complexity(c.replace(num_classes=1000), input_size).macs
+        return _macs(c, input_size)
 
     best = None
     base_mult = cfg.width_mult
@@ -151,14 +277,23 @@ def match_macs(cfg: MobileFormerConfig, target: int, input_size: int = 224, tol:
 
 
 def arm_config(exp: Experiment, arm: Arm) -> MobileFormerConfig:
+    """The config an arm trains: the base with its changes, rescaled to the baseline's MACs when it is matched
+    and more than 1% off them."""
     cfg = get_config(exp.base).replace(**arm.changes)
-    if exp.match_budget and arm.name != exp.baseline:
-        target = complexity(get_config(exp.base).replace(**exp.arm(exp.baseline).changes)).macs
-        cfg = match_macs(cfg, target)
+    if arm.match or (exp.match_budget is True and arm.name != exp.baseline):
+        target = _macs(get_config(exp.base).replace(**exp.arm(exp.baseline).changes))
+        if abs(_macs(cfg) - target) > MATCH_TOL * target:
+            cfg = match_macs(cfg, target)
     return cfg.replace(name=f"{exp.name}:{arm.name}")
 
 
-# ----------------------------------------------------------------------------- running
+def rescaled(exp: Experiment, arm: Arm) -> bool:
+    """Whether :func:`arm_config` rescaled this arm's widths to the baseline's MACs."""
+    cfg, raw = arm_config(exp, arm), get_config(exp.base).replace(**arm.changes)
+    return cfg.width_mult != raw.width_mult or cfg.head != raw.head
+
+
+# ----------------------------------------------------------------------------- which runs next
 
 
 def run_dir_for(exp: Experiment, runs: str | Path | None = None) -> Path:
@@ -174,56 +309,148 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(run_dir / "records.jsonl")
 
 
-def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print) -> Path:
-    """Train every (arm, seed) not yet recorded; returns the run directory."""
-    from ..evaluation.train import TrialFailed, proxy_data, train_and_evaluate
-    from ..store import versions
+def _by_arm(exp: Experiment, records: list[dict[str, Any]]) -> tuple[dict[str, set[int]], dict[str, dict[int, float]]]:
+    """Per arm: the seeds tried (any record under this evaluation) and the top-1 of those that trained."""
+    eval_id = exp.evaluation.eval_id()
+    tried: dict[str, set[int]] = {a.name: set() for a in exp.arms}
+    acc: dict[str, dict[int, float]] = {a.name: {} for a in exp.arms}
+    for r in records:
+        if r.get("eval_id") != eval_id or r.get("arm") not in tried:
+            continue
+        tried[r["arm"]].add(r["seed"])
+        if r.get("status") == "trained":
+            acc[r["arm"]][r["seed"]] = r["accuracy"]
+    return tried, acc
 
+
+def _paired(acc: dict[str, dict[int, float]], arm: str, baseline: str) -> list[float]:
+    """The arm's differences to the baseline on the seeds both trained, in seed order."""
+    return [acc[arm][s] - acc[baseline][s] for s in sorted(acc[arm]) if s in acc[baseline]]
+
+
+def arm_decisions(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Each non-baseline arm's :func:`~mfsearch.ablation.stats.seed_decision` from the stored records."""
+    tried, acc = _by_arm(exp, records)
+    return {a.name: seed_decision(_paired(acc, a.name, exp.baseline), len(tried[a.name]), exp.seed_rule)
+            for a in exp.arms if a.name != exp.baseline}
+
+
+def next_runs(exp: Experiment, records: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The (arm, seed) runs to train next, in order, given the stored records; empty when the experiment is done.
+
+    A fixed seed list: every missing (arm, seed), arm by arm. Adaptive seeds: the missing first
+    ``min`` seeds seed by seed; then the baseline's missing seeds that other arms have; then one
+    round of the rule in the module docstring (the baseline's new seeds first, then each open arm's
+    next seed). Call again after training them: the next round depends on their results.
+    """
+    tried, _ = _by_arm(exp, records)
+    if exp.seed_rule is None:
+        return [(a.name, s) for a in exp.arms for s in exp.seeds if s not in tried[a.name]]
+    first = [(a.name, s) for s in exp.seeds for a in exp.arms if s not in tried[a.name]]
+    if first:
+        return first
+    base = exp.baseline
+    others = [a.name for a in exp.arms if a.name != base]
+    catch_up = sorted(set().union(*(tried[a] for a in others)) - tried[base])
+    if catch_up:
+        return [(base, s) for s in catch_up]
+    nxt = []
+    for arm, decision in arm_decisions(exp, records).items():
+        if decision == "open":
+            s = next(i for i in range(len(tried[arm]) + 1) if i not in tried[arm])  # fewer than max tried: < max
+            nxt.append((arm, s))
+    return [(base, s) for s in sorted({s for _, s in nxt} - tried[base])] + nxt
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    """Append one record as a line; a torn last line (a crash mid-write) is closed first so this one reads."""
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(rec) + "\n").encode())
+        f.flush()
+
+
+def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print) -> Path:
+    """Train every (arm, seed) the seed rule asks for and is not yet recorded; returns the run directory.
+
+    Each run is appended to ``records.jsonl`` as it finishes (with its CPU seconds and threads), so
+    a killed campaign loses at most the run in progress; the same call resumes it. One process at a
+    time per experiment (another is refused with :class:`RunError`); different experiments can run at once.
+    """
     run_dir = run_dir_for(exp, runs)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _one_runner(run_dir):
+        return _run(exp, run_dir, log)
+
+
+@contextlib.contextmanager
+def _one_runner(run_dir: Path) -> Iterator[None]:
+    """Refuse a second ``ablate`` of the same experiment at once (both would train the same next runs).
+
+    An advisory ``flock`` on ``run_dir/.lock``: the system drops it when its holder dies, so a killed run
+    leaves nothing stale behind.
+    """
+    import fcntl
+
+    with open(run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir}: another `mfsearch ablate` is running this experiment; let it finish (or "
+                           "stop it), then run again: it resumes") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
+    import torch
+
+    from ..evaluation.train import TrialFailed, proxy_data, train_and_evaluate
+    from ..proxycheck import cpu_seconds
+    from ..store import versions
+
     eval_id = exp.evaluation.eval_id()
-    done = {(r["arm"], r["seed"]) for r in read_records(run_dir) if r.get("eval_id") == eval_id}
     proxy_data(exp.evaluation)  # a missing data set fails here, before any training
-    for arm in exp.arms:
-        cfg = arm_config(exp, arm)
-        cx = complexity(cfg)
-        for seed in exp.seeds:
-            if (arm.name, seed) in done:
-                continue
+    configs = {a.name: arm_config(exp, a) for a in exp.arms}
+    costs = {n: complexity(c) for n, c in configs.items()}
+    rounds = len(exp.arms) * exp.max_seeds + 3  # every round trains at least one new (arm, seed)
+    for _ in range(rounds):
+        todo = next_runs(exp, read_records(run_dir))
+        if not todo:
+            return run_dir
+        for arm, seed in todo:
+            cfg, cx = configs[arm], costs[arm]
             ev = dataclasses.replace(exp.evaluation, seed=seed)
-            t0 = time.perf_counter()
-            rec: dict[str, Any] = {"experiment": exp.name, "arm": arm.name, "seed": seed, "eval_id": eval_id,
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            rec: dict[str, Any] = {"experiment": exp.name, "arm": arm, "seed": seed, "eval_id": eval_id,
                                    "config": cfg.to_dict(), "arch_id": cfg.arch_id, "macs": cx.macs,
                                    "params": cx.params, "versions": versions()}
             try:
-                res = train_and_evaluate(cfg, ev, evaluate_every_epoch=False)
+                # adaptive rounds go seed by seed: keep only this seed's data in memory
+                data = proxy_data(ev, only=exp.seed_rule is not None)
+                res = train_and_evaluate(cfg, ev, data=data, evaluate_every_epoch=False)
                 rec.update(status="trained", accuracy=res.accuracy, history=res.history,
                            train_s=round(res.train_s, 2))
             except TrialFailed as e:
                 rec.update(status="failed", failure_reason=str(e))
-            rec["total_s"] = round(time.perf_counter() - t0, 2)
-            with open(run_dir / "records.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            rec.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(cpu_seconds() - c0, 2),
+                       threads=torch.get_num_threads())
+            _append(run_dir / "records.jsonl", rec)
             acc = f"{rec['accuracy']:.2f}%" if "accuracy" in rec else rec.get("failure_reason")
-            log(f"{exp.name}: {arm.name:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {acc}  "
-                f"{rec['total_s']:.0f}s")
-    return run_dir
+            log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {acc}  "
+                f"{rec['total_s']:.0f}s ({rec['cpu_s'] / 60:.1f} CPU-min)")
+    raise RunError(f"{run_dir / 'records.jsonl'}: runs are appended but not read back; check the file and the disk")
 
 
 # ----------------------------------------------------------------------------- reporting
-
-
-def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Student-t confidence interval of the mean of ``diffs`` (paired differences)."""
-    from scipy import stats
-
-    n = len(diffs)
-    m = statistics.fmean(diffs)
-    if n < 2:
-        return (math.nan, math.nan)
-    sd = statistics.stdev(diffs)
-    h = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return (m - h, m + h)
 
 
 def direction_of(diff: float, ci: tuple[float, float]) -> str:
@@ -237,71 +464,136 @@ def direction_of(diff: float, ci: tuple[float, float]) -> str:
     return "same"
 
 
-def _agreement(paper: str | None, ours: str) -> bool | None:
+def _agreement(paper: str | None, ours: str, ci: tuple[float, float] = (math.nan, math.nan),
+               margin: float | None = None) -> bool | None:
     """True: same direction; False: a significant opposite (or a significant effect where the paper
-    sees none); None: no paper direction, or ours is inconclusive (the CI includes 0)."""
+    sees none); None: no paper direction, or ours is inconclusive (the CI includes 0).
+
+    With adaptive seeds (a target half-width ``margin``), "no change" agrees only when the whole
+    95% interval lies within +/- ``margin``: an interval that includes 0 but is wider says nothing.
+    """
     if paper is None:
         return None
     if paper == ours:
+        if paper == "same" and margin is not None and not (-margin <= ci[0] and ci[1] <= margin):
+            return None
         return True
     if ours == "same":
         return None
     return False
 
 
+VERDICTS = {True: "agree", False: "contradict", None: "inconclusive"}
+
+
 def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-arm statistics; differences are paired by seed against the baseline arm."""
     eval_id = exp.evaluation.eval_id()
-    recs = [r for r in records if r.get("eval_id") == eval_id and r.get("status") == "trained"]
-    by_arm: dict[str, dict[int, float]] = {}
+    recs = [r for r in records if r.get("eval_id") == eval_id]
+    tried, by_arm = _by_arm(exp, recs)
     meta: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, float] = {}
     for r in recs:
-        by_arm.setdefault(r["arm"], {})[r["seed"]] = r["accuracy"]
-        meta[r["arm"]] = {"macs": r["macs"], "params": r["params"], "arch_id": r["arch_id"]}
-    base = by_arm.get(exp.baseline, {})
+        cpu[r["arm"]] = cpu.get(r["arm"], 0.0) + r.get("cpu_s", r.get("total_s", 0.0))
+        if r.get("status") == "trained":
+            meta[r["arm"]] = {"macs": r["macs"], "params": r["params"], "arch_id": r["arch_id"]}
+    base_macs = meta.get(exp.baseline, {}).get("macs")
     base_paper = exp.arm(exp.baseline).paper_top1
+    decisions = arm_decisions(exp, recs)
     rows = []
     for arm in exp.arms:
         accs = by_arm.get(arm.name, {})
         if not accs:
             continue
         vals = [accs[s] for s in sorted(accs)]
-        paired = [accs[s] - base[s] for s in sorted(accs) if s in base]
-        diff = statistics.fmean(paired) if paired else math.nan
-        ci = t_interval(paired) if arm.name != exp.baseline else (0.0, 0.0)
-        ours = "baseline" if arm.name == exp.baseline else direction_of(diff, ci)
-        paper_diff = (arm.paper_top1 - base_paper) if (arm.paper_top1 is not None and base_paper is not None) else None
-        paper_dir = exp.paper_direction.get(arm.name)
-        if paper_dir is None and paper_diff is not None and arm.name != exp.baseline:
+        is_base = arm.name == exp.baseline
+        st = paired_stats(_paired(by_arm, arm.name, exp.baseline))
+        ci = (0.0, 0.0) if is_base else (st["ci_low"], st["ci_high"])
+        ours = "baseline" if is_base else direction_of(st["diff"], ci)
+        paper_arm = exp.arm(arm.twin_of) if arm.twin_of else arm
+        paper_diff = (paper_arm.paper_top1 - base_paper
+                      if paper_arm.paper_top1 is not None and base_paper is not None else None)
+        paper_dir = exp.paper_direction.get(paper_arm.name)
+        if paper_dir is None and paper_diff is not None and not is_base:
             paper_dir = "up" if paper_diff > 0 else "down" if paper_diff < 0 else "same"
-        agree = _agreement(paper_dir, ours) if arm.name != exp.baseline else None
+        margin = exp.seed_rule.target if exp.seed_rule else None
+        agree = None if is_base else _agreement(paper_dir, ours, ci, margin)
+        macs = meta[arm.name]["macs"]
         rows.append({
-            "experiment": exp.name, "arm": arm.name, "baseline": arm.name == exp.baseline, **meta[arm.name],
-            "seeds": len(vals), "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "diff": diff, "ci_low": ci[0], "ci_high": ci[1], "ours": ours,
-            "paper_top1": arm.paper_top1, "paper_diff": paper_diff, "paper_direction": paper_dir, "agree": agree,
+            "experiment": exp.name, "model": exp.base, "arm": arm.name, "baseline": is_base, **meta[arm.name],
+            "macs_change": (macs / base_macs - 1) if base_macs else None, "matched": rescaled(exp, arm),
+            "twin_of": arm.twin_of,
+            "seeds": len(vals), "seed_list": sorted(accs), "tried": len(tried[arm.name]),
+            "failed": len(tried[arm.name]) - len(vals),
+            "stop": "baseline" if is_base else decisions[arm.name],
+            "seed_rule": exp.seed_rule.to_dict() if exp.seed_rule else None,
+            "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "pairs": st["n"], "diff": st["diff"], "ci_low": ci[0], "ci_high": ci[1],
+            "half_width": None if is_base else st["half_width"], "sd_diff": None if is_base else st["sd_diff"],
+            "mde": None if is_base else st["mde"], "ours": ours,
+            "paper_top1": arm.paper_top1, "paper_diff": None if arm.twin_of else paper_diff,
+            "paper_direction": None if is_base else paper_dir, "agree": agree,
+            "verdict": None if is_base or paper_dir is None else VERDICTS[agree],
+            "cpu_s": round(cpu.get(arm.name, 0.0), 1),
         })
     return rows
 
 
+def _num(v: Any, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _macs_change(r: dict[str, Any]) -> str:
+    if r["baseline"]:
+        return "baseline"
+    ch = r.get("macs_change")
+    text = "-" if ch is None else f"{ch * 100:+.1f}%"
+    return f"{text} (matched)" if r.get("matched") else text
+
+
+def _seeds_cell(r: dict[str, Any]) -> str:
+    n = f"{r['seeds']}" + (f" (+{r['failed']} failed)" if r.get("failed") else "")
+    stop = r.get("stop")
+    return n if stop in (None, "fixed", "baseline") else f"{n}, {stop}"
+
+
+def _diff_cell(r: dict[str, Any]) -> str:
+    if r["baseline"]:
+        return "-"
+    return f"{_num(r['diff'], '+.2f')} [{_num(r['ci_low'], '+.2f')}, {_num(r['ci_high'], '+.2f')}]"
+
+
+MDE_NOTE = ("MDE: the smallest true difference a two-sided paired t-test (alpha 0.05) over these seeds detects "
+            "with 80% power, from the observed std s of the paired differences: the delta at which "
+            "P(|T| > t(0.975, n-1)) = 0.8, T noncentral t with n-1 degrees of freedom and noncentrality "
+            "delta*sqrt(n)/s (about (t(0.975, n-1) + t(0.8, n-1)) * s / sqrt(n)). An inconclusive arm's interval "
+            "includes 0; an effect of the MDE or more would most likely have shown.")
+
+
 def report_markdown(exp: Experiment, rows: list[dict[str, Any]], wall_s: float | None = None) -> str:
-    lines = [f"# Ablation: {exp.name}", "", exp.description.strip(), "",
-             f"Baseline model `{exp.base}` (arm `{exp.baseline}`), seeds {list(exp.seeds)}, "
-             f"{'budgets matched to the baseline MACs' if exp.match_budget else 'budgets not matched'}. "
-             f"Proxy: {exp.evaluation.dataset} at {exp.evaluation.image_size}x{exp.evaluation.image_size}, "
-             f"{exp.evaluation.train_size} images, {exp.evaluation.epochs} epoch(s)."
-             + (f" Wall time {wall_s / 60:.1f} min." if wall_s else ""), "",
-             "| arm | MACs@224 (M) | params (M) | proxy top-1 (mean +/- std) | diff vs baseline [95% CI] "
-             "| ours | paper top-1 | paper diff | paper dir | agree |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+    ev = exp.evaluation
+    match = {False: "budgets not matched", True: "arms more than 1% off the baseline's MACs rescaled to them",
+             "both": "arms more than 1% off the baseline's MACs kept and also matched (`_matched`)"}[exp.match_budget]
+    cpu_min = sum(r.get("cpu_s", 0.0) for r in rows) / 60
+    src = f" (from `{exp.evaluation_from}`)" if exp.evaluation_from else ""
+    lines = [f"# Ablation: {exp.name}", ""] + ([exp.description.strip(), ""] if exp.description.strip() else []) + [
+             f"Baseline model `{exp.base}` (arm `{exp.baseline}`), {exp.seeds_text()}, {match}. "
+             f"Proxy{src}: {ev.dataset} at {ev.image_size}x{ev.image_size}, {ev.train_size} images, "
+             f"{ev.epochs} epoch(s), {ev.val_size} validation images (eval_id {ev.eval_id()}). "
+             f"{cpu_min:.1f} CPU-minutes over all stored runs"
+             + (f"; this command ran {wall_s / 60:.1f} min (wall)." if wall_s else "."), "",
+             "| arm | MACs@224 (M) | MACs vs baseline | params (M) | seeds | proxy top-1 (mean +/- std) "
+             "| diff vs baseline [95% CI] | MDE 80% | ours | paper top-1 | paper diff | paper dir | verdict |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
-        diff = "-" if r["baseline"] else f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-        pt = "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}"
-        pd_ = "-" if r["paper_diff"] is None or r["baseline"] else f"{r['paper_diff']:+.1f}"
-        agree = _agree_label(r)
-        lines.append(f"| {r['arm']} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} | {r['mean']:.2f} +/- "
-                     f"{r['std']:.2f} (n={r['seeds']}) | {diff} | {r['ours']} | {pt} | {pd_} | "
-                     f"{r['paper_direction'] or '-'} | {agree} |")
+        pt = _num(r["paper_top1"], ".1f")
+        pd_ = "-" if r["baseline"] else _num(r["paper_diff"], "+.1f")
+        lines.append(f"| {r['arm']} | {r['macs'] / 1e6:.1f} | {_macs_change(r)} | {r['params'] / 1e6:.2f} | "
+                     f"{_seeds_cell(r)} | {r['mean']:.2f} +/- {r['std']:.2f} | {_diff_cell(r)} | "
+                     f"{_num(r.get('mde'), '.2f')} | {r['ours']} | {pt} | {pd_} | "
+                     f"{r['paper_direction'] or '-'} | {_verdict(r)} |")
+    lines += ["", "Seeds: trained seeds per arm; with adaptive seeds, why the arm stopped ("
+              + "; ".join(f"{k}: {v}" for k, v in STOP_REASONS.items() if k != "fixed") + "). " + MDE_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -314,12 +606,12 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
     xs = range(len(rows))
     ax.bar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4,
            color=["C7" if r["baseline"] else "C0" for r in rows])
-    ax.set_xticks(list(xs), [r["arm"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_xticks(list(xs), [f"{r['arm']}\n(n={r['seeds']})" for r in rows], rotation=20, ha="right", fontsize=8)
     lo = min(r["mean"] - r["std"] for r in rows)
     hi = max(r["mean"] + r["std"] for r in rows)
     ax.set_ylim(lo - 0.5 * (hi - lo + 1), hi + 0.3 * (hi - lo + 1))
     ax.set_ylabel("proxy top-1 (%)")
-    ax.set_title(f"{exp.name} ({len(exp.seeds)} seeds, mean +/- std)")
+    ax.set_title(f"{exp.name} ({exp.base}; mean +/- std over each arm's seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -331,8 +623,10 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None) ->
     if not rows:
         raise InputError(f"{exp.path}: no finished records in {run_dir}; run the experiment first")
     (run_dir / "report.md").write_text(report_markdown(exp, rows, wall_s))
-    (run_dir / "report.json").write_text(json.dumps({"experiment": exp.name, "base": exp.base, "rows": rows,
-                                                     "wall_s": wall_s}, indent=2))
+    rep = {"experiment": exp.name, "base": exp.base, "eval_id": exp.evaluation.eval_id(),
+           "seed_rule": exp.seed_rule.to_dict() if exp.seed_rule else None, "seeds": list(exp.seeds),
+           "rows": rows, "wall_s": wall_s, "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in rows), 1)}
+    (run_dir / "report.json").write_text(json.dumps(rep, indent=2))
     plot_report(exp, rows, run_dir / "report.png")
     return rows
 
@@ -343,33 +637,43 @@ def collect_reports(root: str | Path) -> list[dict[str, Any]]:
     for f in sorted(Path(root).glob("*/report.json")):
         rep = json.loads(f.read_text())
         for r in rep["rows"]:
-            rows.append({**r, "wall_s": rep.get("wall_s")})
+            rows.append({"model": rep.get("base"), **r, "wall_s": rep.get("wall_s")})
     return rows
 
 
-def _agree_label(r: dict[str, Any]) -> str:
+def _verdict(r: dict[str, Any]) -> str:
     if r["paper_direction"] is None or r["baseline"]:
         return "-"
-    return {True: "yes", False: "no"}.get(r["agree"], "inconclusive")
+    return VERDICTS.get(r["agree"], "inconclusive")
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    """One table over all ablations: our direction vs the paper's, and whether they agree."""
-    lines = ["| experiment | arm | proxy diff vs baseline [95% CI] | ours | paper | agree |",
-             "|---|---|---:|---|---|---|"]
-    n_cmp = n_agree = n_contra = 0
+    """One table over all ablations: per arm its seeds, difference, MDE, our direction vs the paper's and the verdict.
+
+    The counts at the end keep arms as the paper ran them apart from matched ones: the paper's
+    claims were made at unequal MACs, a matched arm asks whether they hold at equal cost.
+    """
+    lines = ["| experiment | model | arm | MACs vs baseline | seeds | proxy diff vs baseline [95% CI] | MDE 80% "
+             "| ours | paper | verdict |",
+             "|---|---|---|---:|---|---:|---:|---|---|---|"]
+    counts = {False: [0, 0, 0], True: [0, 0, 0]}  # matched -> agree, contradict, inconclusive
     for r in rows:
         if r["baseline"]:
             continue
-        agree = _agree_label(r)
         if r["paper_direction"] is not None:
-            n_cmp += 1
-            n_agree += r["agree"] is True
-            n_contra += r["agree"] is False
+            c = counts[bool(r.get("matched"))]
+            c[{True: 0, False: 1}.get(r["agree"], 2)] += 1
         paper = r["paper_direction"] or "no number (hypothesis)"
-        lines.append(f"| {r['experiment']} | {r['arm']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
-                     f"| {r['ours']} | {paper} | {agree} |")
+        model = str(r.get("model") or "-").removeprefix("mobile_former_")
+        lines.append(f"| {r['experiment']} | {model} | {r['arm']} | {_macs_change(r)} | {_seeds_cell(r)} | "
+                     f"{_diff_cell(r)} | {_num(r.get('mde'), '.2f')} | {r['ours']} | {paper} | {_verdict(r)} |")
     lines.append("")
-    lines.append(f"Where the paper gives a direction ({n_cmp} arms): {n_agree} agree, {n_contra} contradict, "
-                 f"{n_cmp - n_agree - n_contra} inconclusive (our 95% CI includes 0).")
+    a, c, i = counts[False]
+    lines.append(f"Where the paper gives a direction ({a + c + i} arms): {a} agree, {c} contradict, "
+                 f"{i} inconclusive (our 95% CI includes 0).")
+    a, c, i = counts[True]
+    if a + c + i:
+        lines.append(f"The same claims at matched MACs ({a + c + i} arms): {a} agree, {c} contradict, "
+                     f"{i} inconclusive.")
+    lines += ["", MDE_NOTE]
     return "\n".join(lines) + "\n"

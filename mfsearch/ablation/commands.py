@@ -1,8 +1,10 @@
-"""CLI commands: ``ablate`` (run experiments, write reports) and ``ablation-summary``."""
+"""CLI commands: ``ablate`` (run experiments, write reports; ``--plan``: estimate first) and ``ablation-summary``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,10 +17,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
         raise InputError(f"--seeds: must be in [1, 100], got {args.seeds}")
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise InputError(f"--threads: must be in [1, 1024], got {args.threads}")
     exps = [load_experiment(p) for p in args.experiments]  # all validated before anything runs
+    if args.seeds is not None:  # a fixed list 0..N-1 instead of the file's seeds, adaptive or not
+        exps = [dataclasses.replace(e, seeds=tuple(range(args.seeds)), seed_rule=None) for e in exps]
+    if args.threads is not None:  # how, not what: not part of eval_id, so the same records continue
+        exps = [dataclasses.replace(e, evaluation=dataclasses.replace(e.evaluation, threads=args.threads))
+                for e in exps]
+    if args.plan:
+        return _plan(args, exps)
     for exp in exps:
-        if args.seeds is not None:
-            exp = exp.__class__(**{**exp.__dict__, "seeds": tuple(range(args.seeds))})
         t0 = time.perf_counter()
         try:
             run_dir = run_experiment(exp, args.runs_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -27,6 +36,30 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
         print(report_markdown(exp, rows, time.perf_counter() - t0))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, exps: list) -> int:
+    from ..errors import InputError
+    from ..evaluation.data import MfsearchDataError
+    from ..store import runs_dir
+    from .plan import plan_campaign, plan_markdown
+
+    if not 1 <= args.plan_steps <= 100:
+        raise InputError(f"--plan-steps: must be in [1, 100], got {args.plan_steps}")
+    print(f"timing {len({(e.base, a.name) for e in exps for a in e.arms})} arms (1 thread) ...", file=sys.stderr)
+    try:
+        plan = plan_campaign(exps, log=lambda s: print(s, file=sys.stderr, flush=True), steps=args.plan_steps,
+                             warmup=2, runs=args.runs_dir)
+    except MfsearchDataError as e:
+        raise InputError(f"{e.field}: {e}") from None
+    text = plan_markdown(plan)
+    out = runs_dir(args.runs_dir) / "ablations"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "PLAN.md").write_text(text)
+    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+    print(text)
+    print(f"wrote {out / 'PLAN.md'}, {out / 'plan.json'}")
     return 0
 
 
@@ -49,7 +82,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train every arm of ablation experiments over several seeds; write reports")
     p.add_argument("experiments", nargs="+", help="experiment files, e.g. experiments/activation.yaml")
-    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 instead of the file's")
+    p.add_argument("--seeds", type=int, default=None, help="use the fixed seeds 0..N-1 instead of the file's")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per run (default: evaluation.threads, else torch's default); two commands "
+                        "with --threads 1 use two cores better than one with two threads")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: time every arm briefly (1 thread) and print the estimated CPU-minutes per "
+                        "experiment and arm at the least and the most seeds (runs/ablations/PLAN.md)")
+    p.add_argument("--plan-steps", type=int, default=3, help="timed training steps per arm config for --plan")
     p.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     p.set_defaults(func=cmd_ablate)
     s = sub.add_parser("ablation-summary", help="one table of every ablation report: ours vs the paper's direction")
