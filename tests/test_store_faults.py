@@ -292,6 +292,35 @@ def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path, tiny_space):
     assert len(trained) == 1
 
 
+def test_a_claim_lock_held_elsewhere_is_waited_for_aloud_and_then_given_up(tmp_path, monkeypatch):
+    """Another live process holds the claim lock: the waiter names it, then gives up with one line."""
+    from mfsearch.store import StudyRef, claim
+
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write(f'pid {os.getpid()}\\n'); f.flush(); print('held', flush=True); time.sleep(120)\n"),
+        str(run_dir / ".claim.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(claim, "SAY_AFTER_S", 0.5)
+        said: list[str] = []
+        ref = StudyRef("tiny", f"journal:///{run_dir}/journal.log", run_dir)
+        t0 = time.monotonic()
+        with pytest.raises(claim.ClaimTimeout) as e:
+            with claim.claim_lock(ref, None, timeout=2.0, log=said.append):
+                pass
+        assert time.monotonic() - t0 < 10
+        assert len(said) == 1 and f"pid {holder.pid}" in said[0] and "giving up after 2 s" in said[0], said
+        assert str(run_dir / ".claim.lock") in str(e.value) and "\n" not in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with claim.claim_lock(ref, None, timeout=2.0, log=said.append):  # the holder's death released it
+        pass
+
+
 # ----------------------------------------------------------------------------- several workers: one line, Ctrl-C
 
 
