@@ -51,6 +51,8 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             "total_s": ua.get("total_s"),
             "seed": ua.get("seed"),
             "eval_id": ua.get("eval_id", ""),
+            "fidelity": ua.get("fidelity", ""),
+            "supernet": ua.get("supernet", ""),
             "feasible": bool(t.state.name == "COMPLETE" and all(c <= 0 for c in trial_constraints(t))),
             "duplicate_of": ua.get("duplicate_of"),
             "failure_reason": ua.get("failure_reason", ""),

@@ -334,11 +334,25 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
                       "zero-cost objective needs engine: optuna")
     if prescreen is not None and not trains:
         raise ctx.err("prescreen", "screens candidates before training; with a zero-cost objective nothing is trained")
+    if evaluation.strategy == "oneshot":
+        if not trains:
+            raise ctx.err("evaluation.strategy", "oneshot scores accuracy with a supernet; with a zero-cost objective "
+                          "nothing is scored by it: add accuracy to the objectives or drop the strategy")
+        if search.engine == "ray":
+            raise ctx.err("evaluation.strategy", "oneshot runs on the optuna engine only (its trials take about a "
+                          "second, less than a Ray task costs to schedule); use search.engine: optuna")
+        if prescreen is not None:
+            raise ctx.err("prescreen", "screens candidates before training; one-shot scoring is about as cheap as "
+                          "the screen: drop the prescreen: section")
     space = Space(name, base, knobs, lite, stages, budget, objectives, evaluation, search, storage,
                   str(path), desc, data, latency, prescreen)
     problem = check_space_buildable(space)
     if problem:
         raise ctx.err(*problem)
+    if evaluation.strategy == "oneshot":  # every knob that varies must share weights
+        from ..oneshot.skeleton import check_shareable
+
+        check_shareable(space)
     return space
 
 

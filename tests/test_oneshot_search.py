@@ -1,0 +1,120 @@
+"""One-shot search end to end (``evaluation.strategy: oneshot``): real supernet training on Fashion-MNIST, real
+subprocesses, a real journal; the shared supernet cache and its lock; the inputs one-shot search refuses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent.parent
+TINY_ONESHOT = ROOT / "spaces" / "tiny_oneshot.yaml"
+
+
+def oneshot_space(folder: Path, name: str = "tiny_oneshot", **changes) -> Path:
+    """A copy of spaces/tiny_oneshot.yaml in ``folder`` with some sections changed (merged one level)."""
+    data = yaml.safe_load(TINY_ONESHOT.read_text())
+    data["name"] = name
+    for k, v in changes.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
+    p = folder / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def supernet_files(runs: Path) -> list[Path]:
+    return sorted((runs / "supernets").glob("*/supernet.pt"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, run_cli):
+    """One tiny one-shot search (the supernet trained on the way), run once for the tests below."""
+    cwd = tmp_path_factory.mktemp("oneshot")
+    space = oneshot_space(cwd, search={"trials": 12})
+    r = run_cli("run", str(space), "--no-progress", cwd=cwd)
+    return cwd, space, r
+
+
+def test_a_oneshot_search_trains_the_supernet_once_and_scores_every_trial_with_it(first_run, load):
+    cwd, _, r = first_run
+    assert "supernet " in r.stderr and "epoch 2/2" in r.stderr, r.stderr[-2000:]
+    (ck,) = supernet_files(cwd / "runs")  # one supernet, in the shared cache beside the study
+    key = ck.parent.name
+    study = load(cwd, "tiny_oneshot")
+    done = [t for t in study.get_trials() if t.user_attrs.get("status") == "trained"]
+    assert len(done) == 12
+    for t in done:
+        ua = t.user_attrs
+        assert ua["fidelity"] == "oneshot" and ua["supernet"] == key
+        assert 0.0 <= ua["accuracy"] <= 100.0 and ua["score_s"] >= 0.0
+    assert len({t.user_attrs["arch_id"] for t in done}) == 12  # de-duplicated as any search
+    assert study.user_attrs["oneshot"]["key"] == key  # the study records which supernet scored it
+    import pandas as pd
+
+    table = pd.read_csv(cwd / "runs" / "tiny_oneshot" / "results.csv")
+    scored = table[table["status"] == "trained"]
+    assert set(scored["fidelity"]) == {"oneshot"} and set(scored["supernet"]) == {key}
+    assert (cwd / "runs" / "tiny_oneshot" / "pareto.png").stat().st_size > 0
+
+
+def test_a_second_search_on_the_same_supernet_trains_nothing(first_run, run_cli, load):
+    cwd, space, _ = first_run
+    (ck,) = supernet_files(cwd / "runs")
+    before = (ck.stat().st_mtime_ns, ck.read_bytes())
+    # another study (other budget, other name) over the same supernet definition and evaluation settings
+    other = oneshot_space(cwd, name="tiny_oneshot_b", budget={"macs": 7_000_000}, search={"trials": 4, "seed": 1})
+    r = run_cli("run", str(other), "--no-progress", cwd=cwd)
+    assert "training nothing" in r.stderr and "epoch 1/" not in r.stderr, r.stderr[-2000:]
+    assert supernet_files(cwd / "runs") == [ck]
+    assert (ck.stat().st_mtime_ns, ck.read_bytes()) == before
+    done = [t for t in load(cwd, "tiny_oneshot_b").get_trials() if t.user_attrs.get("status") == "trained"]
+    assert len(done) == 4 and all(t.user_attrs["supernet"] == ck.parent.name for t in done)
+    assert all(t.user_attrs["macs"] <= 7_000_000 for t in done)
+
+
+def test_two_commands_needing_the_same_supernet_train_it_once(tmp_path):
+    """Two searches started together on one runs directory: one trains, the other waits on the lock and loads."""
+    spaces = [oneshot_space(tmp_path, name=f"s{i}", search={"trials": 3, "seed": i}) for i in range(2)]
+    env = dict(os.environ, MFSEARCH_RUNS=str(tmp_path / "runs"))
+    procs = [subprocess.Popen([sys.executable, "-m", "mfsearch.cli", "run", str(s), "--no-progress"], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in spaces]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    errs = [e for _, e in outs]
+    trained = [e for e in errs if "epoch 2/2" in e]
+    assert len(trained) == 1, errs  # trained by exactly one of them
+    assert len(supernet_files(tmp_path / "runs")) == 1
+    other = errs[1 - errs.index(trained[0])]
+    assert "training nothing" in other, other[-2000:]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_a_knob_the_supernet_cannot_share_is_one_line_naming_the_field(tmp_path, run_cli):
+    data = yaml.safe_load(TINY_ONESHOT.read_text())
+    data["space"]["activation"] = {"choice": ["relu", "dyrelu"]}
+    p = tmp_path / "act.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = run_cli("run", str(p), cwd=tmp_path, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "space.activation" in lines[0] and "standalone" in lines[0], r.stderr
+    assert not (tmp_path / "runs" / "supernets").exists()  # refused before anything was trained
+
+
+@pytest.mark.parametrize("how", ["space", "flag"])
+def test_the_ray_engine_refuses_oneshot_with_one_line(tmp_path, run_cli, how):
+    if how == "space":
+        p = oneshot_space(tmp_path, search={"engine": "ray"})
+        args = ["run", str(p)]
+    else:
+        p = oneshot_space(tmp_path)
+        args = ["run", str(p), "--engine", "ray"]
+    r = run_cli(*args, cwd=tmp_path, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "evaluation.strategy" in lines[0] and "optuna" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
