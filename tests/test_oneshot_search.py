@@ -37,6 +37,7 @@ def first_run(tmp_path_factory, run_cli):
     return cwd, space, r
 
 
+@pytest.mark.slow
 def test_a_oneshot_search_trains_the_supernet_once_and_scores_every_trial_with_it(first_run, load):
     cwd, _, r = first_run
     assert "supernet " in r.stderr and "epoch 2/2" in r.stderr, r.stderr[-2000:]
@@ -59,6 +60,7 @@ def test_a_oneshot_search_trains_the_supernet_once_and_scores_every_trial_with_i
     assert (cwd / "runs" / "tiny_oneshot" / "pareto.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_second_search_on_the_same_supernet_trains_nothing(first_run, run_cli, load):
     cwd, space, _ = first_run
     (ck,) = supernet_files(cwd / "runs")
@@ -74,6 +76,7 @@ def test_a_second_search_on_the_same_supernet_trains_nothing(first_run, run_cli,
     assert all(t.user_attrs["macs"] <= 7_000_000 for t in done)
 
 
+@pytest.mark.slow
 def test_two_commands_needing_the_same_supernet_train_it_once(tmp_path):
     """Two searches started together on one runs directory: one trains, the other waits on the lock and loads."""
     spaces = [oneshot_space(tmp_path, name=f"s{i}", search={"trials": 3, "seed": i}) for i in range(2)]
@@ -118,3 +121,69 @@ def test_the_ray_engine_refuses_oneshot_with_one_line(tmp_path, run_cli, how):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "evaluation.strategy" in lines[0] and "optuna" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- confirm
+
+
+@pytest.mark.slow
+def test_confirm_trains_the_best_front_and_the_paper_models_stand_alone_and_resumes(first_run, run_cli, load):
+    """search.confirm: the 2 best front architectures and the paper model inside the budget, 2 seeds each, stored
+    as standalone records; a second run finds them all stored and trains nothing."""
+    import pandas as pd
+
+    cwd, _, _ = first_run
+    space = oneshot_space(cwd, name="tiny_confirm", budget={"macs": 30_000_000},
+                          search={"trials": 6, "seed": 2, "reference_models": ["mobile_former_26m"],
+                                  "confirm": {"top": 2, "seeds": 2}})
+    r = run_cli("run", str(space), "--no-progress", cwd=cwd)
+    assert "reference mobile_former_26m left out" in r.stderr, r.stderr[-2000:]  # not a sub-network: not scored
+    assert "confirm: 6 stand-alone runs trained now, 0 already stored, 0 failed" in r.stdout, r.stdout[-2000:]
+    study, refs = load(cwd, "tiny_confirm"), load(cwd, "tiny_confirm").user_attrs
+    del refs
+    search = [t for t in study.get_trials() if t.user_attrs.get("kind") == "search"
+              and t.user_attrs.get("status") == "trained"]
+    conf = [t for t in study.get_trials() if t.user_attrs.get("kind") == "confirm"]
+    assert len(search) == 6 and len(conf) == 4
+    best = sorted(search, key=lambda t: -t.user_attrs["accuracy"])
+    of = {t.user_attrs["confirm_of"] for t in conf}
+    assert len(of) == 2 and best[0].number in of  # the best scored architecture is always on the front
+    for t in conf:
+        ua = t.user_attrs
+        assert ua["status"] == "confirmed" and ua["fidelity"] == "standalone" and "supernet" not in ua
+        assert ua["seed"] in (0, 1) and ua["history"] and 0 <= ua["accuracy"] <= 100
+        src = next(s for s in search if s.number == ua["confirm_of"])
+        assert ua["arch_id"] == src.user_attrs["arch_id"] and t.params == src.params
+    assert sorted((t.user_attrs["arch_id"], t.user_attrs["seed"]) for t in conf) == sorted(
+        {(t.user_attrs["arch_id"], s) for t in conf for s in (0, 1)})
+    import optuna
+
+    from mfsearch.store import REFERENCE_SUFFIX
+
+    ref_study = optuna.load_study(study_name=f"tiny_confirm{REFERENCE_SUFFIX}", storage=study._storage)
+    paper = [t for t in ref_study.get_trials() if t.user_attrs.get("kind") == "confirm"]
+    assert sorted(t.user_attrs["seed"] for t in paper) == [0, 1]
+    assert all(t.user_attrs["name"] == "mobile_former_26m" and t.user_attrs["fidelity"] == "standalone" for t in paper)
+    # the table and the front show the confirmed means beside the search score, and both hypervolumes
+    table = pd.read_csv(cwd / "runs" / "tiny_confirm" / "results.csv")
+    assert (table["kind"] == "confirm").sum() == 6 and set(table[table["kind"] == "confirm"]["fidelity"]) == {
+        "standalone"}
+    md = (cwd / "runs" / "tiny_confirm" / "pareto.md").read_text()
+    assert "Confirmed stand-alone" in md and "+/-" in md and "mobile_former_26m" in md
+    assert "hypervolume of the confirmed means" in r.stdout
+    # run again: everything is stored, nothing is trained
+    again = run_cli("run", str(space), "--no-progress", cwd=cwd)
+    assert "confirm: 0 stand-alone runs trained now, 6 already stored" in again.stdout, again.stdout[-2000:]
+    assert len([t for t in load(cwd, "tiny_confirm").get_trials() if t.user_attrs.get("kind") == "confirm"]) == 4
+
+
+def test_a_confirm_block_without_training_data_is_one_line(tmp_path, run_cli):
+    p = oneshot_space(tmp_path, objectives=[{"synflow": "maximize"}, {"macs": "minimize"}],
+                      evaluation={"strategy": "standalone"}, search={"confirm": {"top": 2, "seeds": 2}})
+    r = run_cli("run", str(p), cwd=tmp_path, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "search.confirm" in lines[0] and "training data" in lines[0], r.stderr
+    bad = oneshot_space(tmp_path, name="b", search={"confirm": {"top": 0, "seeds": 2}})
+    r = run_cli("run", str(bad), cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "search.confirm.top" in r.stderr and len(r.stderr.strip().splitlines()) == 1
