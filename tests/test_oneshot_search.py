@@ -187,3 +187,77 @@ def test_a_confirm_block_without_training_data_is_one_line(tmp_path, run_cli):
     bad = oneshot_space(tmp_path, name="b", search={"confirm": {"top": 0, "seeds": 2}})
     r = run_cli("run", str(bad), cwd=tmp_path, check=False)
     assert r.returncode == 2 and "search.confirm.top" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_supernet_checkpoint_of_another_evaluation_is_one_line_naming_the_file(first_run, run_cli, tmp_path):
+    """The checkpoint trained for the tiny space, put where the supernet of other evaluation settings belongs:
+    refused with one line naming the file, exit 2, before any trial is stored."""
+    from mfsearch.evaluation.strategies import oneshot_settings
+    from mfsearch.oneshot.train import supernet_key
+    from mfsearch.space import load_space
+
+    cwd, _, _ = first_run
+    (ck,) = supernet_files(cwd / "runs")
+    other = oneshot_space(tmp_path, name="other_eval", evaluation={"lr": 0.02})
+    sp = load_space(other)
+    target = tmp_path / "runs" / "supernets" / supernet_key(sp, oneshot_settings(sp)) / "supernet.pt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(ck.read_bytes())
+    r = run_cli("run", str(other), "--no-progress", cwd=tmp_path, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    want = f"mfsearch: error: {target}: the checkpoint of another supernet"
+    assert len(lines) == 1 and lines[0].startswith(want), r.stderr
+    assert target.read_bytes() == ck.read_bytes()  # left as it was: the user decides
+
+
+HOLDER = """
+import fcntl, json, os, sys, time
+folder = sys.argv[1]
+fh = open(os.path.join(folder, ".lock"), "a+")
+fcntl.flock(fh, fcntl.LOCK_EX)
+json.dump({"pid": os.getpid(), "host": "h", "key": "k", "epochs": 2, "epochs_done": 1, "heartbeat": time.time()},
+          open(os.path.join(folder, "trainer.json"), "w"))
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_waiting_for_a_supernet_says_for_whom_and_is_bounded(tmp_path):
+    """A real process holds the supernet's lock: the waiter names it; a holder that stops beating ends the wait
+    with one line; a holder that dies (kill -9) hands the training over to the waiter."""
+    from mfsearch.errors import RunError
+    from mfsearch.evaluation.strategies import oneshot_settings
+    from mfsearch.oneshot.strategy import obtain
+    from mfsearch.oneshot.train import supernet_key
+    from mfsearch.space import load_space
+
+    space = load_space(oneshot_space(tmp_path))
+    folder = tmp_path / "cache" / supernet_key(space, oneshot_settings(space))
+    holder = _hold(folder)
+    said: list[str] = []
+    try:
+        with pytest.raises(RunError) as e:
+            obtain(space, tmp_path / "cache", log=said.append, stale_s=3.0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert said and f"waiting for pid {holder.pid} on h (epoch 1/2 done" in said[0], said
+    msg = str(e.value)
+    assert "\n" not in msg and f"pid {holder.pid}" in msg and "no sign of life for over 3 s" in msg
+    holder = _hold(folder)
+    import threading
+
+    threading.Timer(3.0, holder.kill).start()  # dies while the waiter waits: the kernel frees the lock
+    run, _ = obtain(space, tmp_path / "cache", log=said.append, stale_s=60.0)
+    holder.wait()
+    assert run.epochs == 2 and run.trained_epochs == 2 and (folder / "supernet.pt").is_file()
+    assert not (folder / "trainer.json").exists()
