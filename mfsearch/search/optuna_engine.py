@@ -340,7 +340,7 @@ class OptunaSearch:
             return 0
         study = open_study(self.space, self.ref, name=self.ref.reference_name, allow_change=self.allow_change)
         fail_stale_trials(study)
-        done = {t.user_attrs.get("name") for t in _finished(study)}
+        done = {t.user_attrs.get("name") for t in _finished(study) if t.user_attrs.get("kind") != "confirm"}
         count = 0
         for name in names:
             if name in done:
