@@ -262,3 +262,46 @@ def test_waiting_for_a_supernet_says_for_whom_and_is_bounded(tmp_path):
     holder.wait()
     assert run.epochs == 2 and run.trained_epochs == 2 and (folder / "supernet.pt").is_file()
     assert not (folder / "trainer.json").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_oneshot_search_loses_no_scored_trial(first_run, run_cli):
+    """Several trials a second into one journal: kill -9 mid-search (and a torn last record on top), run again:
+    every trial scored before the kill is intact and the search ends at its target with distinct architectures."""
+    import signal
+    import time
+
+    import optuna
+
+    from mfsearch.store import default_storage_url, open_storage
+
+    cwd, _, _ = first_run
+    space = oneshot_space(cwd, name="tiny_kill", search={"trials": 40, "seed": 3})
+    journal = cwd / "runs" / "tiny_kill" / "journal.log"
+    url = default_storage_url(cwd / "runs" / "tiny_kill")
+
+    def trained() -> list:
+        if not journal.exists():
+            return []
+        study = optuna.load_study(study_name="tiny_kill", storage=open_storage(url))
+        return [t for t in study.get_trials() if t.user_attrs.get("status") == "trained"]
+
+    env = dict(os.environ, MFSEARCH_RUNS=str(cwd / "runs"))
+    proc = subprocess.Popen([sys.executable, "-m", "mfsearch.cli", "run", str(space), "--no-progress"], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while len(trained()) < 10:
+        assert proc.poll() is None and time.monotonic() - t0 < 300, "the search ended or stalled before 10 trials"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    before = {t.number: (t.values, t.user_attrs["arch_id"], t.user_attrs["accuracy"]) for t in trained()}
+    assert len(before) >= 10
+    with open(journal, "ab") as f:  # a record cut short, as a kill mid-write leaves it
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 3, "user_attr": {"half')
+    r = run_cli("run", str(space), "--no-progress", cwd=cwd)
+    assert "its last record was torn" in r.stderr, r.stderr[-2000:]
+    after = {t.number: t for t in trained()}
+    assert {n: (t.values, t.user_attrs["arch_id"], t.user_attrs["accuracy"]) for n, t in after.items()
+            if n in before} == before
+    assert len(after) == 40 == len({t.user_attrs["arch_id"] for t in after.values()})
