@@ -150,7 +150,7 @@ def stored_epochs(path: Path) -> int:
 
 def _who(info: dict[str, Any], now: float) -> str:
     if not info:
-        return "another process (it has not said who yet)"
+        return "another process that holds its lock (loading it, or starting to train it)"
     beat = now - float(info.get("heartbeat", now))
     return (f"pid {info.get('pid', '?')} on {info.get('host', '?')} (epoch {info.get('epochs_done', '?')}/"
             f"{info.get('epochs', '?')} done, last sign of life {beat:.0f} s ago)")
@@ -184,8 +184,9 @@ def obtain(space: Space, cache: Path, settings: OneShotSettings | None = None, d
                                    f"of life for over {stale_s:.0f} s; stop it (or, if it is gone, delete "
                                    f"{folder / LOCK}), then run again") from None
                 if time.monotonic() - said > SAY_EVERY_S:
-                    log(f"supernet {key}: waiting for {_who(info, now)}, which is training it; it is loaded here "
-                        f"when complete (waited {time.monotonic() - t_wait:.0f} s so far)")
+                    doing = ", which is training it" if info else ""
+                    log(f"supernet {key}: waiting for {_who(info, now)}{doing}; it is loaded here when complete "
+                        f"(waited {time.monotonic() - t_wait:.0f} s so far)")
                     said = time.monotonic()
                 time.sleep(1.0)
                 continue
