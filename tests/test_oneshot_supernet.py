@@ -36,6 +36,9 @@ def variant(tmp_path: Path | None = None, **space_changes) -> object:
     """The tiny one-shot space with some ``space`` knobs changed (written to ``tmp_path`` when given)."""
     data = yaml.safe_load(SPACE.read_text())
     data["space"].update(space_changes)
+    # the supernet refuses what it cannot share whatever the strategy (with oneshot, loading the file refuses it
+    # already: tests/test_oneshot_search.py)
+    data["evaluation"]["strategy"] = "standalone"
     if tmp_path is None:
         return space_from_data(data, "tiny_oneshot_variant.yaml", {})
     p = tmp_path / "variant.yaml"

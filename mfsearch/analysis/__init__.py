@@ -14,7 +14,8 @@ from ..objectives import OBJECTIVES, measured_columns, of_kind
 from ..store import trial_constraints
 
 __all__ = [
-    "AXES", "OBJECTIVE_COLUMNS", "candidates", "front_markdown", "hypervolume", "hypervolume_history",
+    "AXES", "OBJECTIVE_COLUMNS", "candidates", "confirmed", "confirmed_markdown", "front_markdown", "hypervolume",
+    "hypervolume_history",
     "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_hypervolume_history",
     "plot_latency_fronts", "study_frames", "trials_frame",
 ]
@@ -52,6 +53,8 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             "total_s": ua.get("total_s"),
             "seed": ua.get("seed"),
             "eval_id": ua.get("eval_id", ""),
+            "fidelity": ua.get("fidelity", ""),
+            "supernet": ua.get("supernet", ""),
             "feasible": bool(t.state.name == "COMPLETE" and all(c <= 0 for c in trial_constraints(t))),
             "duplicate_of": ua.get("duplicate_of"),
             "failure_reason": ua.get("failure_reason", ""),
@@ -104,6 +107,52 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
             scored |= df[z].notna() & df["status"].isin(["trained", "duplicate"])
     ok = df[df["feasible"] & scored]
     return ok.sort_values("trial").drop_duplicates(subset=["arch_id", "kind"], keep="first")
+
+
+def confirmed(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per confirmed architecture (``kind: confirm`` trials): the stand-alone mean over its seeds with
+    the 95% confidence interval (Student t; none with one seed) beside its search score (``score``: the
+    one-shot or proxy accuracy of the trial or paper model it confirms). Columns: ``arch_id``, ``name``,
+    ``source`` (search / reference), ``macs``, ``params``, ``summary``, ``score``, ``accuracy`` (the mean),
+    ``ci95``, ``std``, ``seeds``, ``kind`` (``confirmed``), ``feasible``, ``status``."""
+    cols = ["trial", "arch_id", "name", "source", "macs", "params", "summary", "score", "accuracy", "ci95", "std",
+            "seeds", "kind", "feasible", "status"]
+    if df.empty or "kind" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    c = df[(df["kind"] == "confirm") & (df["status"] == "confirmed") & df["accuracy"].notna()]
+    if c.empty:
+        return pd.DataFrame(columns=cols)
+    from scipy import stats
+
+    scored = df[df["kind"].isin(["search", "reference"]) & df["accuracy"].notna()]
+    scored = scored.sort_values("trial").drop_duplicates("arch_id", keep="first").set_index("arch_id")
+    rows = []
+    for arch, g in c.groupby("arch_id", sort=False):
+        acc = g.drop_duplicates("seed", keep="first")["accuracy"].astype(float).to_numpy()
+        n = len(acc)
+        std = float(acc.std(ddof=1)) if n > 1 else float("nan")
+        ci = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+        first = g.iloc[0]
+        src = scored.loc[arch] if arch in scored.index else None
+        rows.append({"trial": int(first["trial"]), "arch_id": arch, "name": first["name"] or "",
+                     "source": "reference" if first["name"] else "search",
+                     "macs": first["macs"], "params": first["params"], "summary": first["summary"],
+                     "score": float(src["accuracy"]) if src is not None else float("nan"),
+                     "accuracy": float(acc.mean()), "ci95": ci, "std": std, "seeds": n, "kind": "confirmed",
+                     "feasible": bool(g["feasible"].all()), "status": "confirmed"})
+    return pd.DataFrame(rows, columns=cols).sort_values("accuracy", ascending=False, ignore_index=True)
+
+
+def confirmed_markdown(conf: pd.DataFrame) -> str:
+    """A markdown table of :func:`confirmed`: search score beside the stand-alone mean +/- 95% CI."""
+    lines = ["| rank | kind | name / arch_id | MACs (M) | params (M) | search score (%) | stand-alone mean +/- 95% CI "
+             "(%) | seeds | architecture |", "|---:|---|---|---:|---:|---:|---:|---:|---|"]
+    for i, (_, r) in enumerate(conf.iterrows(), 1):
+        ci = f" +/- {r['ci95']:.2f}" if pd.notna(r["ci95"]) else ""
+        score = f"{r['score']:.2f}" if pd.notna(r["score"]) else "-"
+        lines.append(f"| {i} | {r['source']} | {r['name'] or r['arch_id']} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['params'] / 1e6:.2f} | {score} | {r['accuracy']:.2f}{ci} | {r['seeds']} | {r['summary']} |")
+    return "\n".join(lines) + "\n"
 
 
 def pareto_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> pd.DataFrame:
@@ -192,7 +241,8 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     if x not in AXES:
         raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
     scale, label = AXES[x]
-    c = candidates(df)
+    conf = confirmed(df)
+    c = candidates(df[df["kind"] != "confirm"]) if "kind" in df.columns else candidates(df)
     if x not in c.columns:
         c = c.assign(**{x: np.nan})
     c = c[c[x].notna()]
@@ -218,6 +268,12 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
     if budget is not None:
         ax.axvline(budget * scale, color="0.4", ls="--", lw=1, label="budget")
+    if not conf.empty and x in conf.columns:
+        ax.errorbar(conf[x].astype(float) * scale, conf["accuracy"], yerr=conf["ci95"].fillna(0.0), fmt="D", ms=5,
+                    color="C2", capsize=3, zorder=5, label="confirmed stand-alone (mean +/- 95% CI)")
+        for _, r in conf.iterrows():  # each confirmed mean joined to its search score
+            if pd.notna(r["score"]):
+                ax.plot([r[x] * scale] * 2, [r["score"], r["accuracy"]], color="C2", lw=0.8, ls=":", zorder=2)
     ax.set_xlabel(xlabel or label)
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title)

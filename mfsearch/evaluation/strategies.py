@@ -6,7 +6,10 @@
   (:mod:`mfsearch.oneshot`), with the ``oneshot:`` section below.
 
 Adding a strategy is one entry in :data:`STRATEGIES` (its name and the function that evaluates a
-config) plus that function.
+config) plus that function. Its module may also define two hooks, found by name (:func:`strategy_hook`):
+``prepare(space, run_dir, log)``, run by an engine once per process before the first trial (the
+one-shot strategy trains or loads its supernet there), and ``unsupported(space, cfg) -> str | None``,
+why a reference model cannot be evaluated this way (it is then left out of the search, saying why).
 
 The ``oneshot:`` section: supernet training and sub-network scoring settings.
 
@@ -39,6 +42,7 @@ from ..fields import load_yaml, located
 #: evaluated part of a trial record (``accuracy``, ``history``, ``fidelity``...); imported when used
 STRATEGIES: dict[str, str] = {
     "standalone": "mfsearch.search.objective:standalone",
+    "oneshot": "mfsearch.oneshot.strategy:evaluate",
 }
 
 
@@ -51,6 +55,14 @@ def strategy(name: str) -> Any:
     except KeyError:
         raise InputError(f"evaluation.strategy: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}") from None
     return getattr(importlib.import_module(module), function)
+
+
+def strategy_hook(name: str, hook: str) -> Any:
+    """The optional hook ``hook`` (``prepare``, ``unsupported``) of strategy ``name``'s module, or None."""
+    import importlib
+
+    module = STRATEGIES[name].split(":")[0]
+    return getattr(importlib.import_module(module), hook, None)
 
 
 @dataclass(frozen=True)
@@ -116,4 +128,4 @@ def oneshot_settings(space: Any) -> OneShotSettings:
     return parse_oneshot(raw, space.path, lines)
 
 
-__all__ = ["OneShotSettings", "oneshot_settings", "parse_oneshot"]
+__all__ = ["STRATEGIES", "OneShotSettings", "oneshot_settings", "parse_oneshot", "strategy", "strategy_hook"]

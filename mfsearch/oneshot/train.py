@@ -79,7 +79,8 @@ def definition(space: Space, settings: OneShotSettings) -> dict[str, Any]:
         "lite": {k: _knob(v) for k, v in (space.lite or {}).items()},
         "stages": [{k: _knob(v) for k, v in st.items()} for st in (space.stages or ())],
         "oneshot": settings.training(),
-        "eval_id": space.evaluation.eval_id(),
+        # the training data and recipe; how a search then uses the supernet (the strategy) is not part of it
+        "eval_id": dataclasses.replace(space.evaluation, strategy="standalone").eval_id(),
     }
 
 
@@ -181,6 +182,13 @@ def load_checkpoint(path: Path, key: str, net: Supernet) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- training
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def train_supernet(space: Space, cache_dir: str | Path, settings: OneShotSettings | None = None,
                    report: Report | None = None, data: ProxyData | None = None) -> SupernetRun:
     """Train the supernet of ``space`` (or resume it, or load it when complete) under ``cache_dir/<key>/``.
@@ -221,7 +229,7 @@ def train_supernet(space: Space, cache_dir: str | Path, settings: OneShotSetting
     _clean_stale(folder)
     dtype = autocast_dtype(ev.precision, device)
     for epoch in range(start, settings.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         net.train()
         data.train.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
@@ -238,6 +246,7 @@ def train_supernet(space: Space, cache_dir: str | Path, settings: OneShotSetting
         dt = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, steps),
                    "distill_loss": distill_sum.item() / max(1, steps), "train_s": dt,
+                   "cpu_s": _cpu_seconds() - c0, "threads": torch.get_num_threads(),
                    "lr": float(sched.get_last_lr()[0])}
         history.append(metrics)
         _save(path, {"format": FORMAT, "key": key, "definition": definition(space, settings), "epoch": epoch + 1,

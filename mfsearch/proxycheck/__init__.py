@@ -333,7 +333,7 @@ def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileForm
             cfg = sample_config(space, random_suggest(s))
         except ConfigError:
             continue
-        if within_budget(cfg, space.budget)[0]:
+        if space.within_budget(cfg)[0]:
             out.setdefault(cfg.arch_id, cfg)
         if len(out) >= n:
             break

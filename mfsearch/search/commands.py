@@ -74,6 +74,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_engine(space, ref, data.num_classes, workers, progress=not args.no_progress,
                          allow_change=args.allow_change)
+    if space.search.confirm is not None:
+        from .confirm import run_confirm
+
+        done = run_confirm(space, ref, data.num_classes, lambda m: print(m, file=sys.stderr,
+                                                                           flush=True), allow_change=args.allow_change)
+        print(f"confirm: {done.trained} stand-alone runs trained now, {done.reused} already stored, {done.failed} "
+              f"failed, wall {done.wall_s / 60:.1f} min")
     print(f"study {summary.study}: {summary.finished} architectures evaluated ({summary.trained} trained now, "
           f"{summary.duplicates} duplicates reused, {summary.infeasible} over-budget samples never trained, "
           f"{summary.failed} failed), {summary.references} reference models trained, "
@@ -119,17 +126,21 @@ def _atomic(path: Path, write: Any) -> Path:
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
            out_dir: Path | None = None) -> dict[str, Any]:
     """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
-    from ..analysis import front_markdown, hypervolume, pareto_front, plot_front
+    from ..analysis import confirmed, confirmed_markdown, front_markdown, hypervolume, pareto_front, plot_front
 
     df, attrs = load_frames(ref)
     objectives = objectives or attrs.get("objectives") or [["accuracy", "maximize"], ["macs", "minimize"]]
     folder = writable_dir(Path(out_dir or ref.run_dir), "results")
     csv = _atomic(folder / "results.csv", lambda p: df.to_csv(p, index=False))
     parquet = _atomic(folder / "results.parquet", lambda p: df.to_parquet(p, index=False))
-    front = pareto_front(df, objectives)
+    front = pareto_front(df[df["kind"] != "confirm"], objectives)  # confirm runs are shown apart, below
     search_only = df[df["kind"] == "search"]
     rp = attrs.get("reference_point") or {"accuracy": 0.0}
-    hv = hypervolume(search_only, objectives, rp) if all(n in rp for n, _ in objectives) else float("nan")
+    has_rp = all(n in rp for n, _ in objectives)
+    hv = hypervolume(search_only, objectives, rp) if has_rp else float("nan")
+    conf = confirmed(df)
+    conf_search = conf[conf["source"] == "search"]
+    hv_conf = hypervolume(conf_search, objectives, rp) if has_rp and not conf_search.empty else float("nan")
     png = _atomic(folder / "pareto.png", lambda p: plot_front(df, objectives, p, "macs",
                                                               f"{ref.name}: proxy top-1 vs MACs"))
     _atomic(folder / "pareto_params.png", lambda p: plot_front(df, objectives, p, "params",
@@ -143,11 +154,20 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
             f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
             + front_markdown(front))
+    if not conf.empty:
+        text += (f"\n## Confirmed stand-alone\n\nThe best front architectures and the paper models inside the budget, "
+                 f"trained stand-alone with several seeds. Hypervolume of the confirmed searched architectures "
+                 f"(their means): {hv_conf:.4f}; of the search scores: {hv:.4f}.\n\n" + confirmed_markdown(conf))
     md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
-            "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df)}
+            "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df),
+            "confirmed": len(conf), "hypervolume_confirmed": hv_conf}
     if out is not None:
         print(front_markdown(front), file=out)
+        if not conf.empty:
+            print("confirmed stand-alone (mean +/- 95% CI over seeds, beside the search score):", file=out)
+            print(confirmed_markdown(conf), file=out)
+            print(f"hypervolume of the confirmed means {hv_conf:.4f} (search scores {hv:.4f})", file=out)
         if math.isnan(hv):
             print("hypervolume n/a: an objective has no reference point (a zero-cost score, or a cost without "
                   "a budget)", file=out)

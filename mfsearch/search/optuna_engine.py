@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from .. import _optuna
 from ..errors import InputError, RunError
+from ..evaluation.strategies import strategy_hook
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import ConfigError, MobileFormerConfig, get_config
 from ..objectives import OBJECTIVES
@@ -44,6 +45,7 @@ Log = Callable[[str], None]
 
 
 _CLEANING = [0]
+_AGAIN = object()  # _sample_once: nothing claimed, sample again
 
 
 def cleaning_up() -> bool:
@@ -209,13 +211,14 @@ def in_flight(study: optuna.Study, exclude: int | None,
             and t.number != exclude and "arch_id" in t.user_attrs}
 
 
-def progress_bar(space: Space, done: int) -> Any:
+def progress_bar(space: Space, done: int, references: list[str] | None = None) -> Any:
     """The study's progress bar: search trials (``done`` of them already) plus the reference models."""
     from tqdm import tqdm
 
     target = space.search.trials
-    return tqdm(total=target + len(space.reference_names()), initial=min(target, done), desc=space.name,
-                unit="trial", dynamic_ncols=True, file=sys.stderr)
+    refs = references if references is not None else space.reference_names()
+    return tqdm(total=target + len(refs), initial=min(target, done), desc=space.name, unit="trial",
+                dynamic_ncols=True, file=sys.stderr)
 
 
 def evaluated(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
@@ -260,9 +263,10 @@ class OptunaSearch:
                 f"{acc_s} {rec.get('total_s', 0):6.1f}s  {cfg.summary()}{extra}")
 
     def begin(self, trial: Any, rec: dict[str, Any]) -> None:
-        """Write the record known before training (a crash mid-trial keeps it)."""
+        """Write the record known before training (a crash mid-trial keeps it), with the first heartbeat."""
         for k, v in rec.items():
             trial.set_user_attr(k, v)
+        trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("status", "training")
 
     def finish(self, study: optuna.Study, trial: Any, rec: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +300,7 @@ class OptunaSearch:
                     raise StopTrial
 
         try:
-            with Heartbeat(trial):
+            with Heartbeat(trial, first=False):  # begin() wrote the first beat
                 res = evaluate(cfg, self.space, report)
         except TrialFailed as e:
             self.fail(study, trial, str(e))
@@ -314,13 +318,29 @@ class OptunaSearch:
         return self.finish(study, trial, rec, res)
 
     # ------------------------------------------------------------------ references
-    def run_references(self, num_classes: int, bar: Any = None) -> int:
+    def reference_names(self) -> list[str]:
+        """The paper models under the budget that the evaluation strategy can evaluate (the others are named once)."""
         names = self.space.reference_names()
+        hook = strategy_hook(self.space.evaluation.strategy, "unsupported") if self.space.trains else None
+        if hook is None or not names:
+            return names
+        keep = []
+        for name in names:
+            why = hook(self.space, get_config(name))
+            if why is None:
+                keep.append(name)
+            elif not getattr(self, "_said_refs", False):
+                self.log(f"reference {name} left out: {why}")
+        self._said_refs = True
+        return keep
+
+    def run_references(self, num_classes: int, bar: Any = None) -> int:
+        names = self.reference_names()
         if not names:
             return 0
         study = open_study(self.space, self.ref, name=self.ref.reference_name, allow_change=self.allow_change)
         fail_stale_trials(study)
-        done = {t.user_attrs.get("name") for t in _finished(study)}
+        done = {t.user_attrs.get("name") for t in _finished(study) if t.user_attrs.get("kind") != "confirm"}
         count = 0
         for name in names:
             if name in done:
@@ -446,70 +466,76 @@ class OptunaSearch:
         Every trial asked here is appended to ``asked`` (the caller fails the untold ones on an error).
         """
         asked = [] if asked is None else asked
+        pool: list[tuple[Any, MobileFormerConfig, dict[str, Any]]] = []  # prescreen candidates
+        while True:
+            out = self._sample_once(study, num_classes, bar, asked, pool)
+            if out is not _AGAIN:
+                return out
+
+    def _sample_once(self, study: optuna.Study, num_classes: int, bar: Any, asked: list[Any], pool: list) -> Any:
+        """One sample of :meth:`_next_locked`: what it returns, or ``_AGAIN`` to sample once more."""
         space = self.space
         target = space.search.trials
         runs = self._runs
-        pool: list[tuple[Any, MobileFormerConfig, dict[str, Any]]] = []  # prescreen candidates
-        while True:
-            # one snapshot for both counts: read apart, a trial told in between would be in neither
-            snapshot = study.get_trials(deepcopy=False)
-            known = evaluated(study, snapshot)
-            if not pool and len(known) + len(in_flight(study, None, snapshot)) >= target:
-                return None if len(known) >= target else "wait"
-            if runs["dup"] >= space.search.max_resample:
-                if pool:
-                    return self._prescreen(study, pool, space)
-                self.log(f"stopping: the last {runs['dup']} samples were all architectures already evaluated "
-                         "(the space is exhausted or the sampler has converged)")
-                return None
-            trial = study.ask()
-            asked.append(trial)
-            try:
-                cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
-                fits, cost = space.within_budget(cfg)  # analytic costs, and a predicted latency
-                invalid = None
-            except ConfigError as e:
-                cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
-            if not fits:
-                self.stats["infeasible"] += 1
-                runs["infeasible"] += 1
-                self._tell_infeasible(study, trial, cost, invalid)
-                if runs["infeasible"] >= space.search.max_resample:
-                    fixed = repair(space, trial.params)
-                    if fixed is None:
-                        raise InputError(f"{space.path}: budget: {runs['infeasible']} samples in a row were over "
-                                         "budget and none could be repaired; widen the space or raise the budget")
-                    study.enqueue_trial(fixed, user_attrs={"repaired_from": trial.number})
-                    runs["infeasible"] = 0
-                continue
-            runs["infeasible"] = 0
-            snapshot = study.get_trials(deepcopy=False)  # fresh, and one read for both checks below
-            known = evaluated(study, snapshot)
-            busy = in_flight(study, trial.number, snapshot).get(cfg.arch_id)
-            busy = busy if busy is not None else next((t.number for t, c, _ in pool if c.arch_id == cfg.arch_id), None)
-            if busy is not None:  # another worker is training this architecture right now (or it is pooled)
-                trial.set_user_attr("kind", "search")
-                trial.set_user_attr("status", "duplicate_in_flight")
-                trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
-                study.tell(trial, state=TrialState.FAIL)
-                runs["dup"] += 1
-                continue
-            prev = known.get(cfg.arch_id)
-            if prev is not None:
-                self._tell_duplicate(study, trial, cfg, prev)
-                self.stats["duplicates"] += 1
-                runs["dup"] += 1
-                self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)), count=False)
-                continue
-            runs["dup"] = 0
-            if space.prescreen is not None:
-                pool.append((trial, cfg, cost))
-                if len(pool) < space.prescreen.candidates:
-                    continue
+        # one snapshot for both counts: read apart, a trial told in between would be in neither
+        snapshot = study.get_trials(deepcopy=False)
+        known = evaluated(study, snapshot)
+        if not pool and len(known) + len(in_flight(study, None, snapshot)) >= target:
+            return None if len(known) >= target else "wait"
+        if runs["dup"] >= space.search.max_resample:
+            if pool:
                 return self._prescreen(study, pool, space)
-            rec = base_record(cfg, space, "search", cost)
-            self.begin(trial, rec)  # claimed: other workers now count it as in flight
-            return trial, cfg, rec
+            self.log(f"stopping: the last {runs['dup']} samples were all architectures already evaluated "
+                     "(the space is exhausted or the sampler has converged)")
+            return None
+        trial = study.ask()
+        asked.append(trial)
+        try:
+            cfg = sample_config(space, optuna_suggest(trial), num_classes=num_classes)
+            fits, cost = space.within_budget(cfg)  # analytic costs, and a predicted latency
+            invalid = None
+        except ConfigError as e:
+            cfg, fits, cost, invalid = None, False, {"macs": 0, "params": 0}, str(e)
+        if not fits:
+            self.stats["infeasible"] += 1
+            runs["infeasible"] += 1
+            self._tell_infeasible(study, trial, cost, invalid)
+            if runs["infeasible"] >= space.search.max_resample:
+                fixed = repair(space, trial.params)
+                if fixed is None:
+                    raise InputError(f"{space.path}: budget: {runs['infeasible']} samples in a row were over "
+                                     "budget and none could be repaired; widen the space or raise the budget")
+                study.enqueue_trial(fixed, user_attrs={"repaired_from": trial.number})
+                runs["infeasible"] = 0
+            return _AGAIN
+        runs["infeasible"] = 0
+        snapshot = study.get_trials(deepcopy=False)  # fresh, and one read for both checks below
+        known = evaluated(study, snapshot)
+        busy = in_flight(study, trial.number, snapshot).get(cfg.arch_id)
+        busy = busy if busy is not None else next((t.number for t, c, _ in pool if c.arch_id == cfg.arch_id), None)
+        if busy is not None:  # another worker is training this architecture right now (or it is pooled)
+            trial.set_user_attr("kind", "search")
+            trial.set_user_attr("status", "duplicate_in_flight")
+            trial.set_user_attr("failure_reason", f"architecture already being trained by trial {busy}")
+            study.tell(trial, state=TrialState.FAIL)
+            runs["dup"] += 1
+            return _AGAIN
+        prev = known.get(cfg.arch_id)
+        if prev is not None:
+            self._tell_duplicate(study, trial, cfg, prev)
+            self.stats["duplicates"] += 1
+            runs["dup"] += 1
+            self._emit(bar, self._line(f"#{trial.number} dup", cfg, dict(prev.user_attrs)), count=False)
+            return _AGAIN
+        runs["dup"] = 0
+        if space.prescreen is not None:
+            pool.append((trial, cfg, cost))
+            if len(pool) < space.prescreen.candidates:
+                return _AGAIN
+            return self._prescreen(study, pool, space)
+        rec = base_record(cfg, space, "search", cost)
+        self.begin(trial, rec)  # claimed: other workers now count it as in flight
+        return trial, cfg, rec
 
     def _prescreen(self, study: optuna.Study, pool: list, space: Space) -> tuple[Any, MobileFormerConfig, dict]:
         """Score the pooled candidates with the zero-cost proxy; claim the best, tell the rest screened out."""
@@ -552,11 +578,25 @@ class OptunaSearch:
         self.stats["trained"] += 1
         self._emit(bar, self._line(f"#{trial.number}", cfg, done))
 
+    def prepare_strategy(self, study: optuna.Study) -> None:
+        """Run the evaluation strategy's ``prepare`` hook (the one-shot supernet: trained, waited for or loaded)
+        once, before the first trial; what it returns is recorded in the study under the strategy's name."""
+        if not self.space.trains:
+            return
+        name = self.space.evaluation.strategy
+        hook = strategy_hook(name, "prepare")
+        if hook is None:
+            return
+        info = hook(self.space, self.ref.run_dir, self.log)
+        if info and study.user_attrs.get(name) != info:
+            study.set_user_attr(name, info)
+
     def run(self, num_classes: int) -> SearchSummary:
         t0 = time.perf_counter()
         space = self.space
         study = self.open()
-        bar = progress_bar(space, len(evaluated(study))) if self.progress else None
+        self.prepare_strategy(study)
+        bar = progress_bar(space, len(evaluated(study)), self.reference_names()) if self.progress else None
         try:
             refs = self.run_references(num_classes, bar) if self.with_references else 0
             while (cand := self.next_candidate(study, num_classes, bar)) is not None:

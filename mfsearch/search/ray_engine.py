@@ -217,6 +217,10 @@ def run_ray_engine(space: Space, ref: StudyRef, num_classes: int, workers: int, 
     ``search.max_concurrent`` is not set."""
     import sys
 
+    if space.evaluation.strategy != "standalone":
+        raise InputError(f"{space.path}: evaluation.strategy: {space.evaluation.strategy} runs on the optuna engine "
+                         "only (its trials take about a second each, less than a Ray task costs to schedule); "
+                         "use --engine optuna, or evaluation.strategy: standalone with Ray")
     s = space.search
     return run_ray(space, ref, num_classes, s.address, s.cpus_per_trial, s.gpus_per_trial,
                    s.max_concurrent or (workers if workers > 1 else None), s.asha,

@@ -92,16 +92,20 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
     import signal
     import time
 
-    from .optuna_engine import SearchSummary, evaluated, open_study, progress_bar
+    from .optuna_engine import OptunaSearch, SearchSummary, evaluated, open_study, progress_bar
 
     threads = threads_per_worker(space.evaluation.threads, workers)
     t0 = time.perf_counter()
-    before = len(evaluated(open_study(space, ref, allow_change=allow_change)))
+    study = open_study(space, ref, allow_change=allow_change)
+    before = len(evaluated(study))
+    parent = OptunaSearch(space, ref, allow_change=allow_change)
+    parent.prepare_strategy(study)  # a one-shot supernet is trained here, with every core, before the workers load it
+    references = parent.reference_names()
     ctx = mp.get_context("spawn")
     lines = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(space, ref, i, num_classes, threads, lines, allow_change),
                          daemon=False) for i in range(workers)]
-    bar = progress_bar(space, before) if progress else None
+    bar = progress_bar(space, before, references) if progress else None
     errors: list[tuple[int, str]] = []
 
     def handle(msg: tuple) -> None:
@@ -170,7 +174,7 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
     trials = study.get_trials(deepcopy=False)
     count = lambda st: sum(t.user_attrs.get("status") == st for t in trials)  # noqa: E731
     return SearchSummary(space.name, len(after), len(after) - before, count("duplicate"), count("over_budget"),
-                         count("failed"), len(space.reference_names()), time.perf_counter() - t0)
+                         count("failed"), len(references), time.perf_counter() - t0)
 
 
 def run_optuna(space: Any, ref: Any, num_classes: int, workers: int, progress: bool = True,

@@ -215,6 +215,15 @@ def _parse_search(ctx: Ctx, raw: Any) -> Search:
             kw["reference_models"] = tuple(r)
         else:
             raise ctx.err("search.reference_models", "must be true, false or a list of preset names")
+    if d.get("confirm") is not None:
+        c = mapping_field(ctx, d["confirm"], "search.confirm")
+        no_unknown(ctx, c, {"top", "seeds"}, "search.confirm")
+        for k in ("top", "seeds"):
+            if k not in c:
+                raise ctx.err(f"search.confirm.{k}", "missing; write confirm: {top: K, seeds: S} (the K best front "
+                              "architectures, each trained stand-alone with S seeds)")
+        kw["confirm"] = (int_field(ctx, c["top"], "search.confirm.top", 1, 1000),
+                         int_field(ctx, c["seeds"], "search.confirm.seeds", 1, 100))
     return Search(**kw)
 
 
@@ -335,11 +344,29 @@ def space_from_data(data: Any, path: str | Path, lines: dict[str, int]) -> Space
                       "or a zero-cost objective needs engine: optuna (a predicted latency budget works with ray)")
     if prescreen is not None and not trains:
         raise ctx.err("prescreen", "screens candidates before training; with a zero-cost objective nothing is trained")
+    if search.confirm is not None and not trains:
+        raise ctx.err("search.confirm", "trains the front stand-alone, but this search has no training data (its "
+                      "objectives are zero-cost scores, so nothing is trained); add accuracy to the objectives or "
+                      "drop the confirm: block")
+    if evaluation.strategy == "oneshot":
+        if not trains:
+            raise ctx.err("evaluation.strategy", "oneshot scores accuracy with a supernet; with a zero-cost objective "
+                          "nothing is scored by it: add accuracy to the objectives or drop the strategy")
+        if search.engine == "ray":
+            raise ctx.err("evaluation.strategy", "oneshot runs on the optuna engine only (its trials take about a "
+                          "second, less than a Ray task costs to schedule); use search.engine: optuna")
+        if prescreen is not None:
+            raise ctx.err("prescreen", "screens candidates before training; one-shot scoring is about as cheap as "
+                          "the screen: drop the prescreen: section")
     space = Space(name, base, knobs, lite, stages, budget, objectives, evaluation, search, storage,
                   str(path), desc, data, latency, prescreen)
     problem = check_space_buildable(space)
     if problem:
         raise ctx.err(*problem)
+    if evaluation.strategy == "oneshot":  # every knob that varies must share weights
+        from ..oneshot.skeleton import check_shareable
+
+        check_shareable(space)
     return space
 
 

@@ -76,6 +76,7 @@ class Search:
     max_concurrent: int | None = None
     asha: bool = True
     workers: int = 1  # Optuna engine: processes sharing the study on this machine (--workers overrides)
+    confirm: tuple[int, int] | None = None  # (top, seeds): stand-alone training of the front after the search
 
 
 @dataclass(frozen=True)

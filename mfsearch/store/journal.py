@@ -22,6 +22,7 @@ grace period that breaks it, and the next run waited forever.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import os
@@ -113,18 +114,24 @@ class JournalBackend(JournalFileBackend):
             raise FileNotFoundError(path)
         self._log = log or _stderr
         super().__init__(path, lock_obj=JournalLock(path, LOCK_GRACE_S, self._log))
+        self._numbers, self._offsets = [0], [0]  # record number -> end offset of its line, both sorted
 
     # ------------------------------------------------------------------ reading
+    def _nearest(self, log_number: int) -> tuple[int, int]:
+        """The last record number at or before ``log_number`` whose end offset is known, and that offset.
+
+        Every read starts there. A one-shot search reads the journal thousands of times; a scan of
+        all known numbers per read grew with the journal and came to dominate a one-second trial.
+        """
+        i = bisect.bisect_right(self._numbers, log_number) - 1
+        return self._numbers[i], self._offsets[i]
+
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         """Records from number ``log_number_from`` on; numbers count records, not lines."""
         with open(self._file_path, "rb") as f:
             size = os.fstat(f.fileno()).st_size  # what another process appends meanwhile is read next time
-            number, offset = 0, 0
-            known = [n for n in self._log_number_offset if n <= log_number_from]
-            if known:
-                number = max(known)
-                offset = self._log_number_offset[number]
-                f.seek(offset)
+            number, offset = self._nearest(log_number_from)
+            f.seek(offset)
             for line in f:
                 offset += len(line)
                 if offset > size or not line.endswith(b"\n"):
@@ -133,7 +140,9 @@ class JournalBackend(JournalFileBackend):
                 if rec is None:
                     continue
                 number += 1
-                self._log_number_offset.setdefault(number, offset)
+                if number > self._numbers[-1]:  # offsets are learnt in order: both lists stay sorted
+                    self._numbers.append(number)
+                    self._offsets.append(offset)
                 if number > log_number_from:
                     yield rec
 

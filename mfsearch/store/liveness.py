@@ -146,8 +146,9 @@ def fail_stale_trials(study: Any, stale_s: float = STALE_S) -> list[int]:
 class Heartbeat:
     """While in the ``with`` block, write the trial's ``heartbeat`` attribute every ``interval`` seconds."""
 
-    def __init__(self, trial: Any, interval: float = HEARTBEAT_S) -> None:
+    def __init__(self, trial: Any, interval: float = HEARTBEAT_S, first: bool = True) -> None:
         self.trial = trial
+        self.first = first  # False: the caller wrote the first beat with the trial's record
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -160,7 +161,8 @@ class Heartbeat:
                 pass
 
     def __enter__(self) -> Heartbeat:
-        self.trial.set_user_attr("heartbeat", time.time())
+        if self.first:
+            self.trial.set_user_attr("heartbeat", time.time())
         self._thread = threading.Thread(target=self._beat, name="mfsearch-heartbeat", daemon=True)
         self._thread.start()
         return self
