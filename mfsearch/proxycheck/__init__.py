@@ -325,7 +325,7 @@ def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callab
 def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileFormerConfig]:
     """``n`` distinct architectures of the space within its (analytic) budget, seeded."""
     from ..models import ConfigError
-    from ..space import random_suggest, sample_config, within_budget
+    from ..space import random_suggest, sample_config
 
     out: dict[str, MobileFormerConfig] = {}
     for s in range(seed, seed + 200 * n):
