@@ -396,6 +396,7 @@ def test_bad_experiment_files(tmp_path, text, pattern):
 # ----------------------------------------------------------------------------- the plan
 
 
+@pytest.mark.slow
 def test_plan_estimates_every_arm_at_min_and_max_seeds(tmp_path):
     f = tmp_path / "exp.yaml"
     f.write_text("name: planned\nbase: mobile_former_26m\nbaseline: a\nseeds: {min: 2, max: 5, target: 0.5}\n"
@@ -422,6 +423,7 @@ def _cli(*args, timeout=600):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     f = tmp_path / "exp.yaml"
     f.write_text("name: quick\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
@@ -446,6 +448,7 @@ def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     assert (tmp_path / "runs" / "ablations" / "SUMMARY.md").is_file()
 
 
+@pytest.mark.slow
 def test_ablate_cli_adaptive_seeds_run_to_the_rule_and_resume(tmp_path):
     f = tmp_path / "exp.yaml"
     # a target no real difference reaches at 2-4 seeds: an arm stops only on a clear effect or at max

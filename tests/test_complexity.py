@@ -38,6 +38,7 @@ def test_presets_equal_reference_fvcore_and_params(size):
     assert complexity(cfg, 32).macs == fvcore_macs(model, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", range(10))
 def test_random_configs_equal_fvcore_at_two_sizes(chunk):
     for seed in range(chunk * N_RANDOM // 10, (chunk + 1) * N_RANDOM // 10):

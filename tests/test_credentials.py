@@ -178,6 +178,7 @@ def _database_texts(url: str) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_password_with_special_characters_is_never_persisted(tmp_path, postgres, run_cli, tiny_space):
     url = postgres.create_role("mfspecial", PG_PASSWORD)

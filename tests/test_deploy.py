@@ -194,6 +194,7 @@ def test_what_cannot_be_exported_is_named():
         model_proto(mfsearch.create_model("mobile_former_26m").eval(), 64, opset=16)
 
 
+@pytest.mark.slow
 def test_export_a_study_member(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)

@@ -97,6 +97,7 @@ def postgres():
     server.close()
 
 
+@pytest.mark.slow
 def test_postgres_two_workers_and_no_credentials_leak(tmp_path, postgres, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="pgtiny", search={"trials": 6, "sampler": "tpe", "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", "--workers", "2", "--storage", postgres.url, cwd=tmp_path)
@@ -115,6 +116,7 @@ def test_postgres_two_workers_and_no_credentials_leak(tmp_path, postgres, run_cl
     assert PASSWORD not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_postgres_going_away_mid_study(tmp_path, postgres, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="pgdown", search={"trials": 5, "sampler": "random", "reference_models": False})
     proc = _start(["run", str(p), "--no-progress", "--storage", postgres.url], tmp_path)
@@ -212,6 +214,7 @@ def test_tiny_space_is_valid_yaml():
     assert yaml.safe_load((Path(__file__).parent.parent / "spaces" / "tiny.yaml").read_text())["name"] == "tiny"
 
 
+@pytest.mark.slow
 def test_workers_share_one_progress_bar(tmp_path, run_cli, tiny_space):
     """Several workers: their trial lines reach the parent, which prints them under one progress bar."""
     p = tiny_space(tmp_path, search={"trials": 3, "sampler": "random", "reference_models": False, "workers": 2})

@@ -77,6 +77,7 @@ def test_measure_latency_records_where_and_how():
     assert big.median_ms > lat.median_ms
 
 
+@pytest.mark.slow
 def test_latency_command(tmp_path, run_cli):
     r = run_cli("latency", "mobile_former_26m", "mobile_former_52m", "--input-size", "64", "--runs", "3",
                 "--warmup", "1", "--runtime", "eager", "--json", cwd=tmp_path)

@@ -55,6 +55,7 @@ def test_sampled_architectures_are_distinct_within_budget_and_seeded(tiny_yaml):
     assert [c.arch_id for c in a] == [c.arch_id for c in sample_architectures(space, 5, seed=3)]
 
 
+@pytest.mark.slow
 def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path, tiny_yaml, run_cli):
     args = ("proxy-check", str(tiny_yaml), "--seeds", "2", "--models", "26m,52m,96m", "--zero-cost", "--sample", "4",
             "--quiet")

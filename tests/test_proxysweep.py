@@ -26,6 +26,7 @@ def sweep_file(tmp_path: Path, settings: dict, name: str = "smoke", **top) -> Pa
     return p
 
 
+@pytest.mark.slow
 def test_sweep_reports_resumes_and_shares_runs_with_a_plain_check(tmp_path, tiny_yaml, run_cli):
     f = sweep_file(tmp_path, {"small": SMALL, "small_det": {**SMALL, "deterministic": True}})
     r = run_cli("proxy-check", str(tiny_yaml), "--sweep", str(f), cwd=tmp_path)
@@ -127,6 +128,7 @@ def test_records_of_variants_do_not_mix():
     assert "without cpu_s" in cpu_minutes([{"total_s": 90.0}])[1]
 
 
+@pytest.mark.slow
 def test_estimate_times_every_setting_and_trains_nothing(tmp_path, tiny_yaml, run_cli):
     small = {**SMALL, "batch_size": 32}
     f = sweep_file(tmp_path, {"small": small, "wide": {**small, "image_size": 48}}, seeds=[0])

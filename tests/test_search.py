@@ -25,6 +25,7 @@ def search(space_path: Path, cwd: Path, n_classes: int = 10) -> OptunaSearch:
     return s
 
 
+@pytest.mark.slow
 def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 5, "sampler": "random", "seed": 3, "reference_models": False})
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -69,6 +70,7 @@ def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_s
     assert "study tiny: 7 architectures evaluated" in r3.stdout
 
 
+@pytest.mark.slow
 def test_reference_models_results_and_pareto_commands(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, name="tinyref", budget={"macs": 30_000_000},
                    search={"trials": 2, "reference_models": ["mobile_former_26m"], "sampler": "tpe"})

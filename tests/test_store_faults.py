@@ -47,6 +47,7 @@ def _no_traceback(r: subprocess.CompletedProcess) -> None:
 # ----------------------------------------------------------------------------- torn records
 
 
+@pytest.mark.slow
 def test_torn_last_record_is_set_aside_and_the_run_continues(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
     run_cli("run", str(p), "--no-progress", cwd=tmp_path)
@@ -96,6 +97,7 @@ def _can_mount() -> bool:
     return ok
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount(), reason="needs root and tmpfs mounts (a real full disk)")
 def test_full_disk_mid_run_then_space_freed(tmp_path, tiny_space):
     disk = tmp_path / "disk"
@@ -134,6 +136,7 @@ def test_full_disk_mid_run_then_space_freed(tmp_path, tiny_space):
 # ----------------------------------------------------------------------------- one study, one definition
 
 
+@pytest.mark.slow
 def test_same_name_other_space_is_refused_naming_the_field(tmp_path, run_cli, tiny_space):
     base = {"search": {"trials": 2, "sampler": "random", "reference_models": False}}
     p = tiny_space(tmp_path, **base)
@@ -179,6 +182,7 @@ def test_same_name_other_space_is_refused_naming_the_field(tmp_path, run_cli, ti
 # ----------------------------------------------------------------------------- locks and dead workers
 
 
+@pytest.mark.slow
 def test_stale_lock_from_a_killed_append_is_broken_within_the_grace(tmp_path, run_cli, tiny_space):
     """kill -9 mid-append leaves Optuna's lock link; the rerun (run from another folder) must not hang."""
     p = tiny_space(tmp_path, search={"trials": 2, "sampler": "random", "reference_models": False})
@@ -226,6 +230,7 @@ def _claimed(cwd: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_unshare(), reason="needs UTS / pid namespaces (unshare) for a second 'host'")
 @pytest.mark.parametrize("where", ["other-host", "pid-namespace"])
 def test_dead_worker_elsewhere_is_noticed_and_its_trial_redone(tmp_path, where, tiny_space):
@@ -324,6 +329,7 @@ def test_a_claim_lock_held_elsewhere_is_waited_for_aloud_and_then_given_up(tmp_p
 # ----------------------------------------------------------------------------- several workers: one line, Ctrl-C
 
 
+@pytest.mark.slow
 def test_two_workers_deterministic_errors_give_one_line(tmp_path, run_cli, tiny_space):
     p = tiny_space(tmp_path, budget={"macs": 1000}, search={"trials": 2, "workers": 2, "max_resample": 4,
                                                             "reference_models": False})
