@@ -7,9 +7,10 @@ Every command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, InputError, RunError
 
@@ -31,51 +32,61 @@ def build_parser(packages: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return p
 
 
-#: the libraries every command that does work loads, imported with Ctrl-C held back (see :func:`_import_heavy`)
+#: the libraries every command that does work loads: imported at start-up, with Ctrl-C held (see :func:`_held`)
 HEAVY_IMPORTS = ("numpy", "torch")
 
 
-def _import_heavy(names: Sequence[str] = HEAVY_IMPORTS) -> None:
-    """Import ``names`` with Ctrl-C held back, then act on it.
+@contextlib.contextmanager
+def _held() -> Iterator[None]:
+    """Start-up: Ctrl-C is noted, not raised, until the block ends; then it is raised as KeyboardInterrupt.
 
-    An interrupt that lands inside a library's import can be caught there and leave the library
-    half-initialised (a later ``AttributeError`` instead of a clean stop). The signal is noted and
-    raised as :class:`KeyboardInterrupt` once the imports are done (a second or two at most).
+    An interrupt that lands inside a library's import (the parser's modules import PyTorch, and PyTorch
+    numpy) can be caught there and leave the library half-initialised: the run then goes on and fails
+    later with an ``AttributeError`` instead of stopping cleanly. Start-up takes a second or two.
     """
-    import importlib
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
     pending: list[int] = []
     old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except ImportError:  # the command that needs it says so
-                pass
+        yield
     finally:
         signal.signal(signal.SIGINT, old)
     if pending:
         raise KeyboardInterrupt
 
 
+def _import_heavy(names: Sequence[str] = HEAVY_IMPORTS) -> None:
+    """Import ``names`` (those installed) with Ctrl-C held."""
+    import importlib
+
+    with _held():
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the command that needs it says so
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C."""
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.version:
-            from . import __version__
+        with _held():  # start-up: see _held
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.version:
+                from . import __version__
 
-            print(__version__)
-            return 0
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return EXIT_INPUT
-        _import_heavy()
+                print(__version__)
+                return 0
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return EXIT_INPUT
+            _import_heavy()
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"mfsearch: error: {e}", file=sys.stderr)
