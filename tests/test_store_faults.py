@@ -399,6 +399,19 @@ def test_ctrl_c_during_a_library_import_is_held_until_the_import_ends(tmp_path):
         proc.returncode, err)
 
 
+def test_a_workers_ctrl_c_lost_in_a_finaliser_prints_nothing_and_other_errors_still_show(tmp_path):
+    """Where Python cannot raise (a finaliser, a weakref callback), a worker drops the interrupt quietly: the
+    parent repeats the signal. Seen at Ctrl-C mid-run as 'Exception ignored in ... KeyboardInterrupt'."""
+    code = ("import sys\nfrom mfsearch.search import workers\nsys.unraisablehook = workers._quiet_lost_interrupt\n"
+            "class A:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
+            "class B:\n    def __del__(self):\n        raise ValueError('a real finaliser error')\n"
+            "a = A(); del a\nb = B(); del b\nprint('went on')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "went on", (r.stdout, r.stderr)
+    assert "KeyboardInterrupt" not in r.stderr, r.stderr
+    assert "a real finaliser error" in r.stderr, r.stderr
+
+
 # ----------------------------------------------------------------------------- folders, read-only commands
 
 

@@ -30,6 +30,14 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
 
+def _quiet_lost_interrupt(unraisable: Any) -> None:
+    """``sys.unraisablehook`` of a worker: a Ctrl-C that landed in a finaliser (where Python cannot raise
+    it) is dropped silently, since the parent repeats the signal; anything else is reported as usual."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: int, lines: Any,
                  allow_change: bool) -> None:
     """One worker process: its trial lines and its one-line error (if any) go to the parent."""
@@ -44,6 +52,7 @@ def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: i
 
         # Ctrl-C stays ignored (inherited) until the libraries are imported: an interrupt inside a library's
         # import can be swallowed there and leave the library half-initialised. The parent repeats the signal.
+        sys.unraisablehook = _quiet_lost_interrupt
         signal.signal(signal.SIGINT, _on_sigint)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the command line: its own trial lines
         torch.set_num_threads(threads)
