@@ -146,7 +146,9 @@ def test_shipped_sweep_file_loads_on_its_space():
     names = [s.name for s in sweep.settings]
     assert names[0] == "base" and sweep.settings[0].overrides == {} and sweep.seeds == (0, 1, 2)
     assert len(sweep.models) == 7 and "strong" in names
-    assert sweep.settings[0].evaluation.eval_id() == "286cf287a99b"  # base: the shipped proxy, its stored runs
+    assert sweep.settings[0].evaluation.eval_id() == "0690aee35625"  # base: the shipped proxy, its stored runs
+    val1k = next(s for s in sweep.settings if s.name == "val1k")  # the proxy shipped before the sweep chose val5k
+    assert val1k.evaluation.eval_id() == "286cf287a99b"
     text = SHIPPED.read_text()
     for s in sweep.settings:  # every setting says what it is for
         line = next(x for x in text.splitlines() if x.strip().startswith(f"{s.name}:"))
