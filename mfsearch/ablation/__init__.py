@@ -413,8 +413,8 @@ def _one_runner(run_dir: Path) -> Iterator[None]:
 def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
     import torch
 
+    from ..evaluation.cost import cpu_seconds
     from ..evaluation.train import TrialFailed, proxy_data, train_and_evaluate
-    from ..proxycheck import cpu_seconds
     from ..store import versions
 
     eval_id = exp.evaluation.eval_id()

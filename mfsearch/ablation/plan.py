@@ -1,7 +1,7 @@
 """Plan an ablation campaign before running it: CPU-minutes per experiment and arm (``mfsearch ablate --plan``).
 
 Every distinct arm config is timed briefly in one spawned process on one thread: ``warmup``
-training steps, then ``steps`` timed ones, one forward pass of a training batch (BatchNorm
+training steps, then ``steps`` timed ones, forward passes of a training batch (BatchNorm
 recalibration) and one of a validation batch; the data preparation is timed once per
 evaluation setting. One run is then ``epochs * (train_size // batch_size)`` steps +
 ``bn_recalibration`` recalibration batches + the validation batches; every seed adds one data
@@ -19,59 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.cost import probe_data, probe_run
 from . import Experiment, arm_config, read_records, rescaled, run_dir_for
-
-
-def _probe_job(cfg_dict: dict, ev_dict: dict, steps: int, warmup: int) -> dict[str, float]:
-    """CPU seconds of one training step, one recalibration batch and one validation batch of a config (1 thread)."""
-    import torch
-
-    from ..evaluation.settings import Evaluation
-    from ..evaluation.train import TrainStep, seed_everything
-    from ..models import MobileFormer, MobileFormerConfig
-    from ..proxycheck import cpu_seconds
-
-    ev = Evaluation(**ev_dict)
-    torch.set_num_threads(1)  # a spawned worker of its own: nothing else shares this setting
-    seed_everything(0)
-    model = MobileFormer(MobileFormerConfig.from_dict(cfg_dict).replace(num_classes=10))
-    trainer = TrainStep(model, ev, torch.device("cpu"), total=steps + warmup, warmup=1)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(ev.batch_size, 3, ev.image_size, ev.image_size, generator=g)
-    y = torch.randint(0, 10, (ev.batch_size,), generator=g)
-    for _ in range(warmup):
-        trainer.step(x, y)
-    c0 = cpu_seconds()
-    for _ in range(steps):
-        trainer.step(x, y)
-    step_s = (cpu_seconds() - c0) / steps
-    with torch.no_grad():
-        xc = x.contiguous(memory_format=torch.channels_last)
-        c0 = cpu_seconds()
-        trainer.model(xc)
-        fwd_s = cpu_seconds() - c0
-        trainer.model.eval()
-        xe = torch.randn(ev.eval_batch_size, 3, ev.image_size, ev.image_size,
-                         generator=g).contiguous(memory_format=torch.channels_last)
-        trainer.model(xe)
-        c0 = cpu_seconds()
-        trainer.model(xe)
-        val_s = cpu_seconds() - c0
-    return {"step_s": step_s, "recal_batch_s": fwd_s, "val_batch_s": val_s}
-
-
-def _data_probe_job(ev_dict: dict) -> float:
-    """CPU seconds to load and prepare one seed's data (1 thread)."""
-    import torch
-
-    from ..evaluation.settings import Evaluation
-    from ..evaluation.train import proxy_data
-    from ..proxycheck import cpu_seconds
-
-    torch.set_num_threads(1)
-    c0 = cpu_seconds()
-    proxy_data(Evaluation(**ev_dict), only=True)
-    return cpu_seconds() - c0
 
 
 def run_minutes(ev: Any, probe: dict[str, float]) -> float:
@@ -98,7 +47,7 @@ def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s:
             ev = dataclasses.replace(exp.evaluation, threads=1, device="cpu")
             dkey = (ev.dataset, ev.data_root, ev.image_size, ev.train_size, ev.val_size, ev.augment)
             if dkey not in data_s:
-                data_s[dkey] = pool.submit(_data_probe_job, dataclasses.asdict(ev)).result()
+                data_s[dkey] = pool.submit(probe_data, dataclasses.asdict(ev)).result()
             lo, hi = (exp.seed_rule.min, exp.seed_rule.max) if exp.seed_rule else (len(exp.seeds), len(exp.seeds))
             eval_id = exp.evaluation.eval_id()
             stored = [r for r in read_records(run_dir_for(exp, runs)) if r.get("eval_id") == eval_id]
@@ -107,7 +56,7 @@ def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s:
                 cfg = arm_config(exp, arm)
                 key = (cfg.arch_id, ev.image_size, ev.batch_size, ev.eval_batch_size)
                 if key not in probes:
-                    probes[key] = pool.submit(_probe_job, cfg.to_dict(), dataclasses.asdict(ev), steps,
+                    probes[key] = pool.submit(probe_run, cfg.to_dict(), dataclasses.asdict(ev), steps,
                                               warmup).result()
                     log(f"  timed {exp.name}:{arm.name} ({cfg.arch_id}) at {ev.image_size}px: "
                         f"{probes[key]['step_s']:.3f} CPU-s per training step")

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, RunError
+from ..evaluation.cost import cpu_seconds
 from ..evaluation.strategies import OneShotSettings, oneshot_settings
 from ..evaluation.train import ProxyData, Report, proxy_data
 from ..models import MobileFormerConfig
@@ -50,14 +51,6 @@ SAY_EVERY_S = 30.0
 
 def _stderr(msg: str) -> None:
     print(f"mfsearch: {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all its threads)."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def cache_dir(run_dir: str | Path | None = None) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation.cost import cpu_seconds
 from ..evaluation.zero_cost import PROXIES
 from ..models import PAPER, MobileFormerConfig, get_config
 from ..space import Space
@@ -133,14 +134,6 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- jobs (run in worker processes)
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all its threads)."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _train_job(cfg_dict: dict, ev_dict: dict, threads: int | None) -> dict[str, Any]:

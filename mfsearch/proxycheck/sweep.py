@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation.cost import probe_data, probe_run
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, int_field, load_yaml, located, mapping_field, no_unknown
-from ..models import PAPER
+from ..models import PAPER, get_config
 from ..space import Space
 from ..space.parse import parse_name
 from . import (
@@ -51,7 +52,6 @@ from . import (
     _run_jobs,
     check_dir,
     cpu_minutes,
-    cpu_seconds,
     paper_jobs,
     rank_correlations,
     read_jsonl,
@@ -192,57 +192,6 @@ def relative_cost(ev: Evaluation) -> float:
     return (train + other) * (ev.image_size / 32) ** 2
 
 
-def _probe_job(name: str, ev_dict: dict, steps: int, warmup: int) -> dict[str, float]:
-    """CPU seconds of one training step, one recalibration batch and one validation batch of ``name``."""
-    import torch
-
-    from ..evaluation.train import TrainStep, seed_everything
-    from ..models import MobileFormer, get_config
-
-    ev = Evaluation(**ev_dict)
-    torch.set_num_threads(ev.threads or 1)
-    seed_everything(0)
-    model = MobileFormer(get_config(name).replace(num_classes=10))
-    trainer = TrainStep(model, ev, torch.device("cpu"), total=steps + warmup, warmup=1)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(ev.batch_size, 3, ev.image_size, ev.image_size, generator=g)
-    y = torch.randint(0, 10, (ev.batch_size,), generator=g)
-    for _ in range(warmup):
-        trainer.step(x, y)
-    c0 = cpu_seconds()
-    for _ in range(steps):
-        trainer.step(x, y)
-    step_s = (cpu_seconds() - c0) / steps
-    with torch.no_grad():
-        c0 = cpu_seconds()
-        for _ in range(steps):
-            trainer.model(x.contiguous(memory_format=torch.channels_last))
-        fwd_s = (cpu_seconds() - c0) / steps
-        trainer.model.eval()
-        xe = torch.randn(ev.eval_batch_size, 3, ev.image_size, ev.image_size, generator=g)
-        trainer.model(xe.contiguous(memory_format=torch.channels_last))
-        c0 = cpu_seconds()
-        trainer.model(xe.contiguous(memory_format=torch.channels_last))
-        eval_s = cpu_seconds() - c0
-    return {"step_s": step_s, "recal_batch_s": fwd_s, "val_batch_s": eval_s}
-
-
-def _data_probe_job(ev_dict: dict) -> float:
-    """CPU seconds to load and prepare one setting's data (once per run)."""
-    import torch
-
-    from ..evaluation.train import _DATA_CACHE, proxy_data
-
-    ev = Evaluation(**ev_dict)
-    torch.set_num_threads(ev.threads or 1)
-    _DATA_CACHE.clear()
-    c0 = cpu_seconds()
-    proxy_data(ev)
-    out = cpu_seconds() - c0
-    _DATA_CACHE.clear()
-    return out
-
-
 def estimate_costs(sweep: Sweep, log: Callable[[str], None], steps: int = 3, warmup: int = 2) -> dict[str, Any]:
     """Estimated CPU-minutes per seed of every setting, from a short timing in one 1-thread process.
 
@@ -262,12 +211,13 @@ def estimate_costs(sweep: Sweep, log: Callable[[str], None], steps: int = 3, war
             ev = dataclasses.replace(s.evaluation, threads=1, deterministic=False)
             dkey = (ev.dataset, ev.image_size, ev.train_size, ev.val_size, ev.augment)
             if dkey not in data_probes:
-                data_probes[dkey] = pool.submit(_data_probe_job, dataclasses.asdict(ev)).result()
+                data_probes[dkey] = pool.submit(probe_data, dataclasses.asdict(ev), ev.threads or 1).result()
             data_s[s.name] = data_probes[dkey]
             for m in sweep.models:
                 key = (m, ev.image_size, ev.batch_size, ev.eval_batch_size)
                 if key not in probes:
-                    probes[key] = pool.submit(_probe_job, m, dataclasses.asdict(ev), steps, warmup).result()
+                    probes[key] = pool.submit(probe_run, get_config(m).to_dict(), dataclasses.asdict(ev), steps, warmup,
+                                                   ev.threads or 1).result()
                     log(f"  timed {m} at {ev.image_size}px: {probes[key]['step_s']:.2f} CPU-s per training step")
     out: dict[str, Any] = {"method": f"{steps} timed training steps after {warmup} (1 thread), one recalibration "
                                      "and one validation batch per model and resolution, data preparation per "
