@@ -55,6 +55,31 @@ def _load(cwd: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(default_storage_url(run_dir)))
 
 
+# a sitecustomize for a real subprocess in which ``import onnxruntime`` fails, as when it is not installed
+_BLOCK_ONNXRUNTIME = """
+import sys
+
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError(f"No module named {name!r} (blocked for a test)")
+        return None
+
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture
+def without_onnxruntime(tmp_path: Path) -> dict[str, str]:
+    """The environment of a real subprocess without ONNX Runtime (its runs under ``tmp_path/runs``)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BLOCK_ONNXRUNTIME)
+    return dict(os.environ, PYTHONPATH=str(site), MFSEARCH_RUNS=str(tmp_path / "runs"))
+
+
 @pytest.fixture(scope="session")
 def tiny_yaml() -> Path:
     """spaces/tiny.yaml: a few hundred architectures that train in about a second each."""

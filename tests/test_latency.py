@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -97,26 +96,8 @@ def test_latency_command(tmp_path, run_cli):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 
-BLOCK_ORT = """
-import sys
-
-
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "onnxruntime" or name.startswith("onnxruntime."):
-            raise ImportError(f"No module named {name!r} (blocked for a test)")
-        return None
-
-
-sys.meta_path.insert(0, _Block())
-"""
-
-
-def test_a_runtime_that_is_not_installed_is_one_line(tmp_path, tiny_yaml):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(BLOCK_ORT)  # the import really fails, in a real process
-    env = dict(os.environ, PYTHONPATH=str(site), MFSEARCH_RUNS=str(tmp_path / "runs"))
+def test_a_runtime_that_is_not_installed_is_one_line(tmp_path, tiny_yaml, without_onnxruntime):
+    env = without_onnxruntime  # the import really fails, in a real process
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "mfsearch.cli", *args], capture_output=True, text=True,

@@ -4,7 +4,6 @@ evaluation settings taken from another file."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -139,22 +138,7 @@ def test_a_predicted_budget_prunes_and_repairs_without_building_a_model(tmp_path
     assert fixed is not None and fixed != largest and pred(fixed) <= budget
 
 
-BLOCK_ORT = """
-import sys
-
-
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "onnxruntime" or name.startswith("onnxruntime."):
-            raise ImportError(f"No module named {name!r} (blocked for a test)")
-        return None
-
-
-sys.meta_path.insert(0, _Block())
-"""
-
-
-def test_an_unknown_or_missing_runtime_is_one_line(tmp_path, table, run_cli, tiny_space):
+def test_an_unknown_or_missing_runtime_is_one_line(tmp_path, table, run_cli, tiny_space, without_onnxruntime):
     p = predicted_space(tmp_path, tiny_space, table, 5.0)
     data = yaml.safe_load(p.read_text())
     data["latency"]["runtime"] = "trt"
@@ -163,10 +147,7 @@ def test_an_unknown_or_missing_runtime_is_one_line(tmp_path, table, run_cli, tin
     r = run_cli("run", str(bad), "--no-progress", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "latency.runtime" in r.stderr and "trt" in r.stderr
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(BLOCK_ORT)  # the import really fails, in a real process
-    env = dict(os.environ, PYTHONPATH=str(site), MFSEARCH_RUNS=str(tmp_path / "runs"))
+    env = without_onnxruntime  # the import really fails, in a real process
     r = subprocess.run([sys.executable, "-m", "mfsearch.cli", "run", str(p), "--no-progress"], capture_output=True,
                        text=True, cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
