@@ -447,3 +447,12 @@ def test_cifar_archive_whose_batches_add_up_to_too_much_is_refused_before_readin
     with pytest.raises(MfsearchDataError, match=r"cifar-10-python.tar.gz: the 5 batches unpack to 1310720000 bytes in "
                                                 r"all, more than the 1024 MiB"):
         read_cifar(tmp_path, "cifar10")
+
+
+def test_a_space_taking_its_evaluation_from_a_file_without_one_is_one_line(tmp_path, tiny_space, run_cli):
+    (tmp_path / "notes.yaml").write_text("name: notes\n")
+    p = tiny_space(tmp_path, evaluation={"from": "notes.yaml"})
+    r = run_cli("run", str(p), "--no-progress", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "evaluation.from" in line and "notes.yaml has no evaluation: section" in line, line

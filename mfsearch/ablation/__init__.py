@@ -125,29 +125,10 @@ def _parse_seeds(ctx: Ctx, raw: Any) -> tuple[tuple[int, ...], SeedRule | None]:
     return seeds, None
 
 
-def _parse_experiment_evaluation(ctx: Ctx, raw: Any, path: str | Path) -> tuple[Evaluation, str | None]:
-    """The ``evaluation:`` section, or the one of the file it names with ``from:`` (plus overrides beside it)."""
+def _parse_experiment_evaluation(ctx: Ctx, raw: Any) -> tuple[Evaluation, str | None]:
+    """The ``evaluation:`` section (``from:`` a file plus overrides beside it, as in a space file) and that file."""
     d = mapping_field(ctx, raw, "evaluation")
-    if "from" not in d:
-        return parse_evaluation(ctx, d), None
-    src = d["from"]
-    if not isinstance(src, str) or not src.strip():
-        raise ctx.err("evaluation.from", "must be the path of a file with an evaluation: section "
-                      "(relative to this file), e.g. ../spaces/macs300.yaml")
-    ref = Path(path).parent / src
-    try:
-        ref_data, ref_lines = load_yaml(ref)
-    except InputError as e:
-        raise ctx.err("evaluation.from", str(e)) from None
-    ref_eval = ref_data.get("evaluation") if isinstance(ref_data, dict) else None
-    if not isinstance(ref_eval, dict):
-        raise ctx.err("evaluation.from", f"{ref} has no evaluation: section")
-    if "from" in ref_eval:
-        raise ctx.err("evaluation.from", f"{ref} takes its evaluation from another file too; name that file here "
-                      "(one level only)")
-    parse_evaluation(Ctx(ref, ref_lines), ref_eval)  # its own errors name its own lines
-    overrides = {k: v for k, v in d.items() if k != "from"}
-    return parse_evaluation(ctx, {**ref_eval, **overrides}), src
+    return parse_evaluation(ctx, d), d.get("from")
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -202,7 +183,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if match:
         arms = _with_matching(ctx, base, baseline, arms, match)
     desc = data.get("description", "")
-    evaluation, ev_from = _parse_experiment_evaluation(ctx, data.get("evaluation"), path)
+    evaluation, ev_from = _parse_experiment_evaluation(ctx, data.get("evaluation"))
     return Experiment(name, str(desc), base, baseline, tuple(arms), seeds, evaluation, match,
                       {str(k): str(v) for k, v in direction.items()}, str(path), rule, ev_from)
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
 from ..fields import Ctx, bool_field, choice_field, float_field, int_field, mapping_field, no_unknown
 from .data import DATASET_NAMES, TRAIN_SPLIT_SIZES
 
@@ -96,16 +97,22 @@ def _inherited(ctx: Ctx, d: dict) -> dict:
 
     src = d["from"]
     if not isinstance(src, str) or not src.strip():
-        raise ctx.err("evaluation.from", "must be the path of a space or experiment file (relative to this file)")
+        raise ctx.err("evaluation.from", "must be the path of a file with an evaluation: section "
+                      "(relative to this file), e.g. ../spaces/macs300.yaml")
     path = Path(src).expanduser()
     if not path.is_absolute():
         path = Path(ctx.path).parent / path
-    data, lines = load_yaml(path)
-    other = Ctx(path, lines)
-    base = mapping_field(other, data.get("evaluation") if isinstance(data, dict) else None, "evaluation")
+    try:
+        data, lines = load_yaml(path)
+    except InputError as e:
+        raise ctx.err("evaluation.from", str(e)) from None
+    base = data.get("evaluation") if isinstance(data, dict) else None
+    if not isinstance(base, dict):
+        raise ctx.err("evaluation.from", f"{path} has no evaluation: section")
     if "from" in base:
-        raise ctx.err("evaluation.from", f"{path} takes its evaluation from another file too; name that file here")
-    parse_evaluation(other, base)  # its own mistakes are reported against its own lines
+        raise ctx.err("evaluation.from", f"{path} takes its evaluation from another file too; name that file here "
+                      "(one level only)")
+    parse_evaluation(Ctx(path, lines), base)  # its own mistakes are reported against its own lines
     return {**base, **{k: v for k, v in d.items() if k != "from"}}
 
 
