@@ -69,3 +69,18 @@ def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES, what: str = "fi
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{p}: not UTF-8 text") from None
+
+
+def append_jsonl(path: str | Path, rec: dict) -> None:
+    """Append one JSON record as a line. After a torn last line (a crash mid-write) the record starts a line of
+    its own: the torn one stays unreadable (its run is redone), the new one is never welded onto it and lost."""
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(rec) + "\n").encode())
+        f.flush()

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from mfsearch import complexity, get_config
+from mfsearch._utils import append_jsonl
 from mfsearch.ablation import (
-    _append,
     arm_config,
     arm_decisions,
     direction_of,
@@ -373,7 +373,7 @@ def test_a_second_runner_of_the_same_experiment_is_refused(tmp_path):
 def test_append_after_a_torn_line_keeps_the_new_record(tmp_path):
     p = tmp_path / "records.jsonl"
     p.write_text('{"arm": "a", "seed": 0}\n{"arm": "a", "se')  # a crash mid-write
-    _append(p, {"arm": "a", "seed": 1})
+    append_jsonl(p, {"arm": "a", "seed": 1})
     assert [r["seed"] for r in read_records(tmp_path)] == [0, 1]
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._utils import append_jsonl
 from ..errors import InputError, RunError
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
@@ -346,17 +347,6 @@ def next_runs(exp: Experiment, records: list[dict[str, Any]]) -> list[tuple[str,
 # ----------------------------------------------------------------------------- running
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    """Append one record as a line; a torn last line (a crash mid-write) is closed first so this one reads."""
-    with open(path, "a+b") as f:
-        if f.tell() > 0:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(rec) + "\n").encode())
-        f.flush()
-
-
 def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print) -> Path:
     """Train every (arm, seed) the seed rule asks for and is not yet recorded; returns the run directory.
 
@@ -424,7 +414,7 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
                 rec.update(status="failed", failure_reason=str(e))
             rec.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(cpu_seconds() - c0, 2),
                        threads=torch.get_num_threads())
-            _append(run_dir / "records.jsonl", rec)
+            append_jsonl(run_dir / "records.jsonl", rec)
             acc = f"{rec['accuracy']:.2f}%" if "accuracy" in rec else rec.get("failure_reason")
             log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {acc}  "
                 f"{rec['total_s']:.0f}s ({rec['cpu_s'] / 60:.1f} CPU-min)")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import append_jsonl
 from ..evaluation.cost import cpu_seconds
 from ..evaluation.zero_cost import PROXIES
 from ..models import PAPER, MobileFormerConfig, get_config
@@ -126,13 +127,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-
-
 # ---------------------------------------------------------------------------- jobs (run in worker processes)
 
 
@@ -197,7 +191,7 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None
     if workers <= 1:
         for fn, args, rec, path in jobs:
             out = {**rec, **fn(*args)}
-            _append(path, out)
+            append_jsonl(path, out)
             log(_job_line(out))
         return
     import multiprocessing as mp
@@ -209,7 +203,7 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None
             for fut in as_completed(futs):
                 rec, path = futs[fut]
                 out = {**rec, **fut.result()}
-                _append(path, out)
+                append_jsonl(path, out)
                 log(_job_line(out))
         except BrokenProcessPool:
             for f in futs:
@@ -321,16 +315,23 @@ def sample_architectures(space: Space, n: int, seed: int = 0) -> list[MobileForm
     from ..space import random_suggest, sample_config
 
     out: dict[str, MobileFormerConfig] = {}
+    last_new = seed
     for s in range(seed, seed + 200 * n):
+        if s - last_new > STALE_DRAWS:  # the space (within its budget) holds fewer than n: say so, about a second
+            break
         try:
             cfg = sample_config(space, random_suggest(s))
         except ConfigError:
             continue
-        if space.within_budget(cfg)[0]:
-            out.setdefault(cfg.arch_id, cfg)
+        if space.within_budget(cfg)[0] and cfg.arch_id not in out:
+            out[cfg.arch_id] = cfg
+            last_new = s
         if len(out) >= n:
             break
     return list(out.values())
+
+
+STALE_DRAWS = 5000  # draws in a row without a new architecture after which a sample stops short
 
 
 def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callable[[str], None]) -> list[dict]:

@@ -34,6 +34,9 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     return space_from_data(data, path, lines if not sets else {})
 
 
+MAX_SAMPLE = 1000
+
+
 def _models(arg: str | None) -> tuple[str, ...] | None:
     from ..errors import InputError
     from .sweep import model_names
@@ -50,14 +53,25 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
 
     space = _space_with(args.space, args.set or [])
     models = _models(args.models)
-    for name, v, lo in (("--seeds", args.seeds, 1), ("--workers", args.workers, 1), ("--sample", args.sample, 4),
+    for name, v, lo in (("--seeds", args.seeds, 1), ("--workers", args.workers, 1),
+                        ("--sample", args.sample, 4),
                         ("--batch-size", args.batch_size, 2)):
         if v is not None and v < lo:
             raise InputError(f"{name}: must be at least {lo}, got {v}")
+    if args.sample is not None and args.sample > MAX_SAMPLE:
+        raise InputError(f"--sample: at most {MAX_SAMPLE} architectures (each is trained), got {args.sample}")
     if args.estimate and not args.sweep:
         raise InputError("--estimate: times the settings of a sweep; give --sweep FILE")
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    if args.oneshot and (args.sweep or args.zero_cost or args.skip_paper or args.models or args.estimate):
+        what = next(f for f, on in (("--sweep", args.sweep), ("--zero-cost", args.zero_cost),
+                                    ("--skip-paper", args.skip_paper), ("--models", args.models),
+                                    ("--estimate", args.estimate)) if on)
+        raise InputError(f"{what}: does not go with --oneshot (which scores a sample of the space and the paper "
+                         "models inside it, and trains them stand-alone); drop one of the two")
     try:
+        if args.oneshot:
+            return _oneshot(args, space, log)
         if args.sweep:
             if args.zero_cost or args.skip_paper:
                 raise InputError("--sweep: trains the paper models under each setting; --zero-cost and --skip-paper "
@@ -86,7 +100,7 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
     )
 
     opts = CheckOptions(seeds=args.seeds or 3, models=models or PAPER_MODELS, workers=args.workers,
-                        zero_cost=args.zero_cost, sample=args.sample, batch_size=args.batch_size,
+                        zero_cost=args.zero_cost, sample=args.sample or 16, batch_size=args.batch_size,
                         report_only=args.report_only)
     if args.zero_cost:  # the proxies score one minibatch of the first training epoch: it must fit in one
         from ..errors import InputError
@@ -123,6 +137,19 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}"
           + (f", {out / 'proxy_vs_imagenet.png'}" if not args.skip_paper else ""))
+    return 0
+
+
+def _oneshot(args: argparse.Namespace, space: Any, log: Any) -> int:
+    from .oneshot import OneShotCheckOptions, oneshot_markdown, require_oneshot, run_oneshot_check
+
+    require_oneshot(space)
+    opts = OneShotCheckOptions(sample=args.sample or 24, seeds=args.seeds or 3, workers=args.workers,
+                               report_only=args.report_only)
+    s = run_oneshot_check(space, opts, log, args.runs_dir)
+    print(oneshot_markdown(space, s))
+    out = s["out"]
+    print(f"wrote {out}/report.md, {out}/report.json" + (f", {out}/oneshot_vs_standalone.png" if s["rows"] else ""))
     return 0
 
 
@@ -178,12 +205,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated paper models, e.g. 52m,26m,96m (default: all seven, or the sweep file's)")
     p.add_argument("--workers", type=int, default=1, help="training processes at once (default 1)")
     p.add_argument("--zero-cost", action="store_true", help="also correlate the zero-cost proxies")
-    p.add_argument("--sample", type=int, default=16, help="architectures sampled from the space (--zero-cost)")
+    p.add_argument("--sample", type=int, default=None,
+                   help="architectures sampled from the space (--zero-cost: default 16; --oneshot: default 24)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch for the zero-cost proxies (default 64)")
     p.add_argument("--skip-paper", action="store_true", help="only the zero-cost check")
     p.add_argument("--sweep", default=None, metavar="SWEEP.yaml",
                    help="check every setting of a sweep file (evaluation overrides on the space); "
                    "report in runs/proxy-check/sweep-<name>/")
+    p.add_argument("--oneshot", action="store_true",
+                   help="a one-shot space: rank agreement of its supernet's scores with stand-alone training "
+                   "(--sample architectures plus the paper models inside it, --seeds stand-alone seeds each); "
+                   "report in runs/proxy-check/<space>-<eval_id>/oneshot-<supernet>/")
     p.add_argument("--report-only", action="store_true", help="train nothing: report what is stored so far")
     p.add_argument("--estimate", action="store_true",
                    help="with --sweep: time each setting briefly and estimate its CPU-minutes; train nothing")

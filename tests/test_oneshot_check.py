@@ -1,0 +1,122 @@
+"""proxy-check --oneshot: one-shot scores against multi-seed stand-alone training, on the tiny one-shot space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mfsearch.models import get_config
+from mfsearch.proxycheck import rank_correlations
+from mfsearch.proxycheck.oneshot import architectures, summarise_oneshot
+from mfsearch.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ONESHOT = ROOT / "spaces" / "tiny_oneshot.yaml"
+
+
+def _lines(p: Path) -> list[dict]:
+    return [json.loads(s) for s in p.read_text().splitlines() if s.strip()]
+
+
+def test_the_paper_models_inside_a_one_shot_space_are_checked_beside_the_sample():
+    space = load_space(ROOT / "spaces" / "macs300_oneshot.yaml")
+    sample, paper = architectures(space, 24)
+    assert len({c.arch_id for c in sample}) == 24 and all(space.within_budget(c)[0] for c in sample)
+    assert paper == ["mobile_former_294m"]  # the only paper model that is a sub-network of its supernet and fits 300M
+    assert [c.arch_id for c in architectures(space, 24)[0]] == [c.arch_id for c in sample]  # seeded
+
+
+def test_summary_correlates_complete_architectures_and_leaves_failed_ones_out():
+    space = load_space(TINY_ONESHOT)
+    sample, _ = architectures(space, 6)
+    truth = [50.0, 48.0, 47.0, 45.0, 44.0, 40.0]
+    scores = [{"arch_id": c.arch_id, "oneshot": t - 10.0, "score_cpu_s": 0.1} for c, t in zip(sample, truth)]
+    runs = [{"arch_id": c.arch_id, "seed": s, "accuracy": t + (0.5 if s else -0.5), "cpu_s": 30.0}
+            for c, t in zip(sample, truth) for s in (0, 1)]
+    runs[-1] = {**runs[-1], "accuracy": None, "failed": "loss diverged"}  # the last architecture's seed 1
+    s = summarise_oneshot(space, sample, [], [0, 1], scores, runs, [])
+    assert s["complete"] == 5 and s["failed"] == [{"arch_id": sample[-1].arch_id, "seed": 1, "reason": "loss diverged"}]
+    assert s["oneshot"]["spearman"] == 1.0 and s["oneshot"]["kendall"] == 1.0 and s["meets_goal"]
+    assert s["one_seed"]["spearman"] == 1.0
+    assert s["standalone_cpu_minutes"] == pytest.approx(12 * 30 / 60)  # a failed run spent CPU too
+    reversed_scores = [{**r, "oneshot": -r["oneshot"]} for r in scores]
+    r = summarise_oneshot(space, sample, [], [0, 1], reversed_scores, runs, [])
+    assert r["oneshot"]["kendall"] == -1.0 and not r["meets_goal"]
+    # a paper model's runs come from the paper check's records (by name), its truth from the paper
+    paper_runs = [{"name": "mobile_former_26m", "seed": s, "accuracy": 46.0 + s} for s in (0, 1)]
+    p = summarise_oneshot(space, sample, ["mobile_former_26m"], [0, 1],
+                          scores + [{"arch_id": get_config("mobile_former_26m").arch_id, "oneshot": 36.0,
+                                     "score_cpu_s": 0.1}], runs, paper_runs)
+    row = next(x for x in p["rows"] if x["kind"] == "paper")
+    assert row["mean"] == 46.5 and row["imagenet_top1"] == 64.0 and p["complete"] == 6
+
+
+@pytest.mark.slow
+def test_oneshot_check_trains_scores_reports_and_resumes(tmp_path, run_cli):
+    args = ("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "6", "--seeds", "2")
+    r = run_cli(*args, cwd=tmp_path)
+    assert "One-shot check: tiny_oneshot" in r.stdout and "Traceback" not in r.stderr
+    [out] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["complete"] == 6 and rep["seeds"] == [0, 1] and (out / "oneshot_vs_standalone.png").stat().st_size
+    # the reported correlation is the one of the stored records
+    scores = {r["arch_id"]: r["oneshot"] for r in _lines(out / "scores.jsonl")}
+    runs = _lines(out.parent / "architectures.jsonl")
+    assert len(runs) == 12 and set(scores) == {r["arch_id"] for r in runs}
+    mean = {a: np.mean([r["accuracy"] for r in runs if r["arch_id"] == a]) for a in scores}
+    ids = sorted(scores)
+    want = rank_correlations([scores[a] for a in ids], [mean[a] for a in ids])
+    assert (rep["oneshot"]["spearman"], rep["oneshot"]["kendall"]) == pytest.approx(want, abs=1e-4)
+    assert rep["params"]["interval"] and "one_seed" in rep
+    ckpt = next((tmp_path / "runs" / "supernets").glob("*/supernet.pt"))
+    before = ckpt.read_bytes()
+
+    # a run cut short (the last record torn): the missing stand-alone runs, and only those, are trained again
+    (out.parent / "architectures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs[:7])
+                                                    + '{"arch_id": "cut')
+    r = run_cli(*args, cwd=tmp_path)
+    assert "training 5 stand-alone" in r.stderr and "scoring" not in r.stderr and "supernet" not in r.stderr
+    again = _lines_tolerant(out.parent / "architectures.jsonl")
+    assert len(again) == 12 and {(x["arch_id"], x["seed"]) for x in again} == {(x["arch_id"], x["seed"]) for x in runs}
+    assert ckpt.read_bytes() == before
+    assert json.loads((out / "report.json").read_text())["complete"] == 6
+
+    # nothing missing: nothing trained, nothing scored
+    r = run_cli(*args, cwd=tmp_path)
+    assert "training" not in r.stderr and "scoring" not in r.stderr
+
+
+def _lines_tolerant(p: Path) -> list[dict]:
+    out = []
+    for s in p.read_text().splitlines():
+        try:
+            out.append(json.loads(s))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def test_oneshot_check_refuses_a_stand_alone_space_and_other_modes(tmp_path, tiny_yaml, run_cli):
+    r = run_cli("proxy-check", str(tiny_yaml), "--oneshot", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "evaluation.strategy" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--zero-cost", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "--zero-cost" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "1001", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "--sample: at most 1000" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    small = yaml.safe_load(TINY_ONESHOT.read_text())  # two architectures: stage 1's width is the only choice left
+    small["name"] = "two_archs"
+    small["space"] = {**small["space"], "num_tokens": 2, "token_dim": 16, "stem": 8, "head": 64, "bridge_heads": 1,
+                      "lite": {"out": 8, "e1": 1, "stride": 2},
+                      "stages": [{"out": {"choice": [8, 16]}, "depth": 1, "e1": 2, "stride": 2, "down_e1": 1,
+                                  "down_e2": 1}, {"out": 16, "depth": 1, "e1": 2, "stride": 1},
+                                 {"out": 24, "depth": 1, "e1": 3, "stride": 2, "down_e1": 2, "down_e2": 2}]}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(small))
+    r = run_cli("proxy-check", str(tmp_path / "two.yaml"), "--oneshot", "--sample", "4", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "--sample" in r.stderr and "only 2" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "supernets").exists()  # refused before anything was trained
