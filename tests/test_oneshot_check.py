@@ -26,7 +26,9 @@ def test_the_paper_models_inside_a_one_shot_space_are_checked_beside_the_sample(
     space = load_space(ROOT / "spaces" / "macs300_oneshot.yaml")
     sample, paper = architectures(space, 24)
     assert len({c.arch_id for c in sample}) == 24 and all(space.within_budget(c)[0] for c in sample)
-    assert paper == ["mobile_former_294m"]  # the only paper model that is a sub-network of its supernet and fits 300M
+    # the paper models under 300M that are sub-networks of its supernet (their dropout, 0.2 against the base's 0.3,
+    # holds no weights and is off when scored); 52M and 26M are not (lite block at stride 2, 26M grouped)
+    assert paper == ["mobile_former_294m", "mobile_former_214m", "mobile_former_151m", "mobile_former_96m"]
     assert [c.arch_id for c in architectures(space, 24)[0]] == [c.arch_id for c in sample]  # seeded
 
 

@@ -129,3 +129,55 @@ def test_repair_reaches_the_budget():
     fixed = repair(space, params)
     assert fixed is not None
     assert within_budget(sample_config(space, lambda n, d: fixed[n]), space.budget)[0]
+
+
+def test_span_spaces_extend_one_file_and_share_its_supernet():
+    from mfsearch.evaluation.strategies import oneshot_settings
+    from mfsearch.oneshot.strategy import unsupported
+    from mfsearch.oneshot.train import supernet_key
+
+    span = load_space(SPACES / "span_oneshot.yaml")
+    keys = {supernet_key(span, oneshot_settings(span))}
+    for b in (50, 150, 300):
+        s = load_space(SPACES / f"span{b}_oneshot.yaml")
+        assert s.name == f"span{b}_oneshot" and s.budget.macs == b * 10**6 and "extends" not in s.raw
+        assert (s.knobs, s.lite, s.stages, s.evaluation) == (span.knobs, span.lite, span.stages, span.evaluation)
+        keys.add(supernet_key(s, oneshot_settings(s)))
+    assert len(keys) == 1  # one supernet serves every budget
+    inside = [m for m in ("mobile_former_508m", "mobile_former_294m", "mobile_former_214m", "mobile_former_151m",
+                          "mobile_former_96m") if unsupported(span, get_config(m)) is None]
+    assert len(inside) == 5
+
+
+def test_extends_errors_name_the_field_and_the_file(tmp_path):
+    base = (SPACES / "tiny.yaml").read_text()
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\nbudget: {macs: 9000000}\n")
+    child = load_space(tmp_path / "child.yaml")
+    assert child.name == "child" and child.budget.macs == 9_000_000
+    assert child.knobs == load_space(tmp_path / "base.yaml").knobs
+    for text, want in [("extends: nowhere.yaml\nname: a\n", "extends"),
+                       ("extends: child.yaml\nname: b\n", "one level only"),
+                       ("extends: [1]\nname: c\n", "extends: must be the path"),
+                       ("extends: broken.yaml\nname: d\n", "broken.yaml:")]:
+        (tmp_path / "broken.yaml").write_text(base.replace("name: tiny", "name: tiny\nbogus: 1"))
+        p = tmp_path / "x.yaml"
+        p.write_text(text)
+        with pytest.raises(InputError, match=want) as e:
+            load_space(p)
+        assert "\n" not in str(e.value)
+    # an inherited evaluation: {from: ...} is still found from a file in another folder
+    (tmp_path / "proxy.yaml").write_text(base)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "withfrom.yaml").write_text(_with_from(base))
+    (tmp_path / "sub" / "far.yaml").write_text("extends: ../withfrom.yaml\nname: far\n")
+    assert load_space(tmp_path / "sub" / "far.yaml").evaluation == load_space(tmp_path / "withfrom.yaml").evaluation
+
+
+def _with_from(text: str) -> str:
+    import yaml
+
+    d = yaml.safe_load(text)
+    d["name"] = "withfrom"
+    d["evaluation"] = {"from": "proxy.yaml", "epochs": 2}
+    return yaml.safe_dump(d)

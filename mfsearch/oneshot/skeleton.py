@@ -311,8 +311,8 @@ def assign_slots(sk: Skeleton, cfg: MobileFormerConfig) -> list[int]:
 def check_fits(sk: Skeleton, cfg: MobileFormerConfig) -> None:
     """``ValueError`` naming the first field of ``cfg`` outside the supernet (other than the block list)."""
     const = sk.largest
-    for f in dataclasses.fields(MobileFormerConfig):
-        if f.name in (*SHARED, "blocks", "name", "num_classes"):
+    for f in dataclasses.fields(MobileFormerConfig):  # dropout holds no weights and is off when a sub-network is scored
+        if f.name in (*SHARED, "blocks", "name", "num_classes", "dropout"):
             continue
         if getattr(cfg, f.name) != getattr(const, f.name):
             raise ValueError(f"not a sub-network of this supernet: {f.name} is {getattr(cfg, f.name)!r}, "

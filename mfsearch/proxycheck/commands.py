@@ -12,10 +12,10 @@ from typing import Any
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     """The space file, with ``--set evaluation.KEY=VALUE`` overrides applied and validated as if in the file."""
     from ..errors import InputError
-    from ..fields import load_yaml, parse_yaml
-    from ..space.parse import space_from_data
+    from ..fields import parse_yaml
+    from ..space.parse import read_space_data, space_from_data
 
-    data, lines = load_yaml(path)
+    data, lines = read_space_data(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a space file must be a mapping at the top level")
     for s in sets:

@@ -80,8 +80,9 @@ def architectures(space: Space, n: int) -> tuple[list[MobileFormerConfig], list[
 
     sample = sample_architectures(space, n, seed=space.search.seed)
     if len(sample) < n:
-        raise InputError(f"{space.path}: --sample: the space yields only {len(sample)} distinct architectures within "
-                         f"its budget; ask for at most {len(sample)}")
+        raise InputError(f"{space.path}: --sample: seeded draws found only {len(sample)} distinct architectures of "
+                         f"the space within its budget; ask for at most {len(sample)}, or check the space that "
+                         "spans the budgets (a one-shot space extended at a small budget: check the one it extends)")
     ids = {c.arch_id for c in sample}
     paper = [m for m in PAPER_MODELS if space.within_budget(get_config(m))[0]
              and unsupported(space, get_config(m)) is None and get_config(m).arch_id not in ids]

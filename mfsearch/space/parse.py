@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..evaluation.latency import parse_latency
 from ..evaluation.settings import parse_evaluation
 from ..evaluation.zero_cost import PROXIES
@@ -378,10 +380,47 @@ def _all_knobs(knobs: dict, lite: dict | None, stages: tuple | None) -> list[tup
     return out
 
 
+def read_space_data(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """A space file's data and line numbers, with ``extends: other.yaml`` resolved.
+
+    ``extends`` names another space file (relative to this one), validated as a space of its own; this
+    file's top-level sections replace the other's whole (typically ``name``, ``budget``, ``search``), the
+    rest is inherited. Several searches then share one definition: at other budgets, one-shot spaces
+    that extend the same file share one supernet. One level only, and the result is what a study stores.
+    """
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict) or "extends" not in data:
+        return data, lines
+    ctx = Ctx(path, lines)
+    src = data["extends"]
+    if not isinstance(src, str) or not src.strip():
+        raise ctx.err("extends", "must be the path of another space file (relative to this file), e.g. "
+                      "span_oneshot.yaml")
+    other = Path(src).expanduser()
+    if not other.is_absolute():
+        other = Path(path).parent / other
+    try:
+        base, base_lines = load_yaml(other)
+    except InputError as e:
+        raise ctx.err("extends", str(e)) from None
+    if not isinstance(base, dict):
+        raise ctx.err("extends", f"{other} is not a space file (not a mapping at the top level)")
+    if "extends" in base:
+        raise ctx.err("extends", f"{other} extends another file too; extend that file here (one level only)")
+    space_from_data(base, other, base_lines)  # its own mistakes are reported against its own lines
+    merged = {**base, **{k: v for k, v in data.items() if k != "extends"}}
+    ev = merged.get("evaluation")
+    if "evaluation" not in data and isinstance(ev, dict) and isinstance(ev.get("from"), str):
+        src_ev = Path(ev["from"]).expanduser()  # relative to the other file: say it relative to this one
+        if not src_ev.is_absolute():
+            merged["evaluation"] = {**ev, "from": os.path.relpath(other.parent / src_ev, Path(path).parent)}
+    return merged, lines
+
+
 def load_space(path: str | Path) -> Space:
     """Load and validate a space file; errors are one :class:`InputError` line."""
-    data, lines = load_yaml(path)
+    data, lines = read_space_data(path)
     return space_from_data(data, path, lines)
 
 
-__all__ = ["load_space", "parse_base", "parse_name", "space_from_data"]
+__all__ = ["load_space", "parse_base", "parse_name", "read_space_data", "space_from_data"]
