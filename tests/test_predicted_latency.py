@@ -106,7 +106,10 @@ def test_a_predicted_latency_search_builds_no_model_per_sample_and_measures_its_
     not_front = set(df["arch_id"]) - set(front["arch_id"])
     assert all(f"latency_measured:{a}" not in study.user_attrs for a in not_front)
     assert _png_width(tmp_path / "runs" / "small" / "pareto_latency.png") == 1440  # two panels: predicted, measured
-    assert "measured latency (ms)" in (tmp_path / "runs" / "small" / "pareto.md").read_text()
+    md = (tmp_path / "runs" / "small" / "pareto.md").read_text()
+    assert "measured latency (ms)" in md
+    point = json.loads(md.split("(reference point ")[1].split(")")[0])  # in the objectives' space only
+    assert set(point) == {n for n, _ in study.user_attrs["objectives"]} == {"accuracy", "latency"}
     # a second run finds the front measured already
     r = run_cli("run", str(p), "--no-progress", cwd=tmp_path)
     assert "measuring" not in r.stderr

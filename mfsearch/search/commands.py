@@ -137,6 +137,7 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     search_only = df[df["kind"] == "search"]
     rp = attrs.get("reference_point") or {"accuracy": 0.0}
     has_rp = all(n in rp for n, _ in objectives)
+    rp = {n: rp[n] for n, _ in objectives if n in rp}  # the point in the objectives' space only (no stray budget)
     hv = hypervolume(search_only, objectives, rp) if has_rp else float("nan")
     conf = confirmed(df)
     conf_search = conf[conf["source"] == "search"]
