@@ -75,6 +75,14 @@ def test_a_second_search_on_the_same_supernet_trains_nothing(first_run, run_cli,
     done = [t for t in load(cwd, "tiny_oneshot_b").get_trials() if t.user_attrs.get("status") == "trained"]
     assert len(done) == 4 and all(t.user_attrs["supernet"] == ck.parent.name for t in done)
     assert all(t.user_attrs["macs"] <= 10_000_000 for t in done)
+    # both fronts on one plot, each study's own outputs under --out/<name>/
+    r = run_cli("pareto", "tiny_oneshot", "tiny_oneshot_b", "--out", str(cwd / "both"), cwd=cwd)
+    assert "## tiny_oneshot\n" in r.stdout and "## tiny_oneshot_b\n" in r.stdout
+    assert (cwd / "both" / "fronts-tiny_oneshot+tiny_oneshot_b.png").stat().st_size > 0
+    for name in ("tiny_oneshot", "tiny_oneshot_b"):
+        assert (cwd / "both" / name / "pareto.md").read_text().startswith(f"# Pareto front of {name}\n")
+    r = run_cli("pareto", "tiny_oneshot", "tiny_oneshot", cwd=cwd, check=False)
+    assert r.returncode == 2 and "named twice" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from ..store import trial_constraints
 __all__ = [
     "AXES", "OBJECTIVE_COLUMNS", "candidates", "confirmed", "confirmed_markdown", "front_markdown", "hypervolume",
     "hypervolume_history",
-    "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_hypervolume_history",
+    "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_fronts", "plot_hypervolume_history",
     "plot_latency_fronts", "study_frames", "trials_frame",
 ]
 
@@ -275,6 +275,50 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
             if pd.notna(r["score"]):
                 ax.plot([r[x] * scale] * 2, [r["score"], r["accuracy"]], color="C2", lw=0.8, ls=":", zorder=2)
     ax.set_xlabel(xlabel or label)
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig
+
+
+def plot_fronts(runs: Sequence[tuple[str, pd.DataFrame, float | None]], path: str | Path | None = None,
+                x: str = "macs", title: str = "") -> Any:
+    """Several searches on one axis: each ``(name, trials, budget)`` drawn as its Pareto front of accuracy
+    against ``x`` with its budget as a dashed line in the same colour; the paper models once. For fronts
+    at several budgets (one-shot searches sharing one supernet score on one scale, so they compare)."""
+    from matplotlib.figure import Figure
+
+    if x not in AXES:
+        raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
+    scale, label = AXES[x]
+    fig = Figure(figsize=(7.5, 4.8), dpi=120)
+    ax = fig.subplots()
+    refs: dict[str, tuple[float, float]] = {}
+    for i, (name, df, budget) in enumerate(runs):
+        c = candidates(df[df["kind"] != "confirm"]) if "kind" in df.columns else candidates(df)
+        c = c[c[x].notna()] if x in c.columns else c.iloc[0:0]
+        search = c[c["kind"] == "search"]
+        color = f"C{i % 10}"
+        ax.scatter(search[x] * scale, search["accuracy"], s=6, alpha=0.25, color=color)
+        if not search.empty:
+            pts = np.stack([-search["accuracy"].astype(float).to_numpy(), search[x].astype(float).to_numpy()], 1)
+            f = search[pareto_mask(pts)].sort_values(x)
+            ax.step(f[x] * scale, f["accuracy"], where="post", color=color, lw=1.6,
+                    label=f"{name}: front of {len(search)} trials")
+            ax.scatter(f[x] * scale, f["accuracy"], color=color, s=22, zorder=3)
+        if budget is not None:
+            ax.axvline(budget * scale, color=color, ls="--", lw=1)
+        for _, r in c[c["kind"] == "reference"].iterrows():
+            refs.setdefault(r["name"], (r[x], r["accuracy"]))
+    for name, (xv, acc) in refs.items():
+        ax.scatter(xv * scale, acc, marker="*", s=140, color="k", zorder=4)
+        ax.annotate(name.replace("mobile_former_", "MF-"), (xv * scale, acc), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(label)
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -213,8 +213,32 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    ref = _ref_from_args(args)
-    export(ref, None, out=sys.stdout, out_dir=Path(args.out) if args.out else None)
+    """One study: its front, plots and hypervolume. Several: each one's as usual (under ``--out/<name>/`` when
+    ``--out`` is given), then their fronts on one axis in ``fronts-<names>.png`` (``--out``, or the runs folder
+    of the first)."""
+    _quiet_optuna()
+    refs = [study_ref(s, args.storage, args.runs_dir) for s in args.study]  # every name checked before writing
+    if len({r.name for r in refs}) < len(refs):
+        from ..errors import InputError
+
+        raise InputError("study: the same study is named twice; name each study once")
+    several = len(refs) > 1
+    for ref in refs:
+        if several:
+            print(f"## {ref.name}")
+        out_dir = (Path(args.out) / ref.name if several else Path(args.out)) if args.out else None
+        export(ref, None, out=sys.stdout, out_dir=out_dir)
+    if several:
+        from ..analysis import plot_fronts
+
+        runs = []
+        for ref in refs:
+            df, attrs = load_frames(ref)
+            runs.append((ref.name, df, (attrs.get("budget") or {}).get("macs")))
+        folder = writable_dir(Path(args.out) if args.out else Path(refs[0].run_dir).parent, "fronts")
+        path = _atomic(folder / f"fronts-{'+'.join(r.name for r in refs)}.png",
+                       lambda p: plot_fronts(runs, p, "macs", "Pareto fronts: " + ", ".join(r.name for r in refs)))
+        print(f"wrote {path}")
     return 0
 
 
@@ -246,8 +270,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     res.add_argument("--out", default=None, help="output folder (default: the run directory)")
     _common(res)
     res.set_defaults(func=cmd_results)
-    par = sub.add_parser("pareto", help="Pareto-front plot, markdown table and hypervolume of a study")
-    par.add_argument("study", help="a space file, a run directory or a study name")
-    par.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    par = sub.add_parser("pareto", help="Pareto-front plot, markdown table and hypervolume of a study (of several: "
+                         "also their fronts on one plot)")
+    par.add_argument("study", nargs="+", help="a space file, a run directory or a study name (several: each, and "
+                     "fronts-<names>.png with all their fronts)")
+    par.add_argument("--out", default=None, help="output folder (default: the run directory; several studies: "
+                     "<out>/<name>/ each)")
     _common(par)
     par.set_defaults(func=cmd_pareto)
