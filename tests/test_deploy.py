@@ -337,9 +337,27 @@ def test_correction_fit_keeps_to_what_the_calibration_supports():
     s = [10, 12, 15, 11, 20, 9, 14, 13, 16, 18]
     u = [10, 12, 14, 11, 16, 10, 13, 12, 15, 16]
     m = [1.2 * a + 0.5 + 0.2 * b for a, b in zip(s, u)]
-    assert fit_correction(s, u, m) == pytest.approx((1.2, 0.5, 0.2))
+    assert fit_correction(s, u, m) == pytest.approx((1.2, 0.5, 0.2, 0.0))
     assert fit_correction(s[:5], u[:5], m[:5])[2] == 0.0  # too few configs for three terms
-    assert fit_correction([3, 2, 1], [5, 6, 7], [1, 2, 3]) == (1.0, 0.0, 0.0)  # a falling fit: the ratio of sums
+    assert fit_correction([3, 2, 1], [5, 6, 7], [1, 2, 3]) == (1.0, 0.0, 0.0, 0.0)  # a falling fit: the ratio of sums
+    # a cost per Mobile->Former bridge the units miss: found when the calibration varies the bridges
+    s2, u2 = s + [11, 17], u + [13, 11]
+    br = [0, 12, 12, 0, 12, 0, 12, 0, 12, 12, 0, 12]
+    m2 = [1.2 * a + 0.5 + 0.2 * b + 0.1 * c for a, b, c in zip(s2, u2, br)]
+    assert fit_correction(s2, u2, m2, br) == pytest.approx((1.2, 0.5, 0.2, 0.1))
+    # a bridge count that explains nothing is not kept: the richer fit must predict left-out configs better
+    rng = np.random.default_rng(0)
+    noisy = [1.2 * a + 0.5 + 0.2 * b + rng.normal(0, 0.3) for a, b in zip(s2, u2)]
+    chance = [int(v) for v in rng.integers(0, 2, len(s2)) * 12]
+    assert fit_correction(s2, u2, noisy, chance)[3] == 0.0 or \
+        _loo(s2, u2, noisy, chance, 4) < _loo(s2, u2, noisy, chance, 3)
+
+
+def _loo(s, u, m, b, terms):
+    from mfsearch.deploy.latency_table import _loo_rms
+
+    a = np.stack([np.asarray(s, float), np.ones(len(s)), np.asarray(u, float), np.asarray(b, float)], 1)[:, :terms]
+    return _loo_rms(a, np.asarray(m, float))
 
 
 def test_table_round_trips_through_json(small_table):

@@ -118,7 +118,8 @@ def cmd_table_build(args: argparse.Namespace) -> int:
     except _input_errors() as e:
         raise _usage_error(str(e)) from None
     print(f"wrote {out}: {len(table.entries)} units, correction: measured = {table.scale:.4f} x sum "
-          f"{table.offset_ms:+.3f} ms {table.per_unit_ms:+.4f} ms/unit; built in {table.meta['build_s']:.0f} s "
+          f"{table.offset_ms:+.3f} ms {table.per_unit_ms:+.4f} ms/unit {table.per_bridge_ms:+.4f} ms per "
+          f"Mobile->Former bridge; built in {table.meta['build_s']:.0f} s "
           f"(load {table.meta['load_start']} -> {table.meta['load_end']})")
     return 0
 
