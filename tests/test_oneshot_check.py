@@ -91,6 +91,15 @@ def test_oneshot_check_trains_scores_reports_and_resumes(tmp_path, run_cli):
     r = run_cli(*args, cwd=tmp_path)
     assert "training" not in r.stderr and "scoring" not in r.stderr
 
+    # another space with the same evaluation settings reuses the stored stand-alone runs (same eval_id)
+    text = TINY_ONESHOT.read_text()  # the knobs in the same order: the same seeded sample
+    (tmp_path / "copy.yaml").write_text(text.replace("name: tiny_oneshot\n", "name: tiny_oneshot_copy\n"))
+    r = run_cli("proxy-check", str(tmp_path / "copy.yaml"), "--oneshot", "--sample", "6", "--seeds", "2", cwd=tmp_path)
+    assert "stand-alone" not in r.stderr and "scoring 6" in r.stderr, r.stderr
+    [other] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot_copy-*/oneshot-*")
+    assert json.loads((other / "report.json").read_text())["oneshot"] == rep["oneshot"]
+    assert not (other.parent / "architectures.jsonl").exists()
+
 
 def _lines_tolerant(p: Path) -> list[dict]:
     out = []

@@ -7,7 +7,8 @@ the same architecture reaches when trained alone. This check measures it on a on
   with ``search.seed``), plus the paper models that are sub-networks of its supernet and fit the budget;
 - each scored as a sub-network of the space's supernet (trained once, from the shared cache);
 - each trained stand-alone with the space's evaluation settings over several seeds
-  (``evaluation.seed + 0 .. S-1``, the same runs a confirmation trains);
+  (``evaluation.seed + 0 .. S-1``, the same runs a confirmation trains); runs any proxy-check stored
+  under the same settings (``runs/proxy-check/*-<eval_id>/``) are reused, not trained again;
 - Spearman and Kendall tau-b between the one-shot scores and the stand-alone means, with 95%
   bootstrap intervals over architectures, beside the #params and MACs baselines and beside one
   stand-alone seed against the mean of the other seeds (how well a single stand-alone run ranks:
@@ -97,11 +98,23 @@ def _seeds(space: Space, n: int) -> list[int]:
     return [space.evaluation.seed + i for i in range(n)]
 
 
+def stored_runs(base: Path, name: str) -> list[dict[str, Any]]:
+    """Stand-alone runs in ``base/name`` and in every other proxy-check folder of the same evaluation settings
+    (``*-<eval_id>/name``: a plain proxy-check of a space with these settings, another one-shot space's check):
+    the settings are equal, so the runs are too. This folder's come first (a duplicate never counts twice)."""
+    eval_id = base.name.rsplit("-", 1)[-1]
+    out = read_jsonl(base / name)
+    for other in sorted(base.parent.glob(f"*-{eval_id}")):
+        if other != base:
+            out += [r for r in read_jsonl(other / name) if r.get("eval_id", eval_id) == eval_id]
+    return out
+
+
 def _sample_jobs(space: Space, sample: Sequence[MobileFormerConfig], seeds: Sequence[int], path: Path,
                  workers: int) -> list[Any]:
     """The (architecture, seed) stand-alone runs not stored yet, seed-major."""
     ev = standalone_space(space).evaluation
-    done = {(r["arch_id"], r["seed"]) for r in read_jsonl(path) if "arch_id" in r and "seed" in r}
+    done = {(r["arch_id"], r["seed"]) for r in stored_runs(path.parent, path.name) if "arch_id" in r and "seed" in r}
     threads = _threads(space, workers)
     jobs = []
     for seed in seeds:
@@ -146,13 +159,16 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
                                       "oneshot": acc, "supernet": key, "score_s": round(time.perf_counter() - w0, 4),
                                       "score_cpu_s": round(time.process_time() - c0, 4)})
         jobs = _sample_jobs(space, sample, seeds, base / "architectures.jsonl", opts.workers)
-        jobs += paper_jobs(standalone_space(space), paper, seeds, base, opts.workers)
+        have_paper = {(r["name"], r["seed"]) for r in select_records(
+            stored_runs(base, "paper.jsonl"), paper, seeds, deterministic=space.evaluation.deterministic)}
+        jobs += [j for j in paper_jobs(standalone_space(space), paper, seeds, base, opts.workers)
+                 if (j[2]["name"], j[2]["seed"]) not in have_paper]
         if jobs:
             log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
                 "seed-major; a re-run resumes")
         _run_jobs(jobs, opts.workers, log)
     summary = summarise_oneshot(space, sample, paper, seeds, read_jsonl(scores_path),
-                                read_jsonl(base / "architectures.jsonl"), read_jsonl(base / "paper.jsonl"),
+                                stored_runs(base, "architectures.jsonl"), stored_runs(base, "paper.jsonl"),
                                 opts.bootstrap_seed)
     summary["supernet"] = key
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
