@@ -91,3 +91,22 @@ def test_closed_stdout_is_a_normal_end():
     finally:
         os.close(w)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_every_command_and_action_prints_its_help():
+    """--help formats every help string with %-expansion: a bare % in one is a traceback for the user."""
+    import argparse
+
+    from mfsearch.cli import build_parser
+
+    def walk(p: argparse.ArgumentParser, path: str) -> list[str]:
+        p.format_help()  # raises on a stray % in any help text of this level
+        seen = [path]
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    seen += walk(sub, f"{path} {name}")
+        return seen
+
+    seen = walk(build_parser(), "mfsearch")
+    assert "mfsearch latency-table check" in seen and "mfsearch proxy-check" in seen

@@ -229,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--runs-dir", default=None, help="where the default table path lives (default runs)")
     b.set_defaults(func=cmd_table_build)
     for name, helptext in (("predict", "predicted latency of presets or config files"),
-                           ("check", "predicted vs measured latency: RMSE, share within 10%, Spearman")):
+                           ("check", "predicted vs measured latency: RMSE, share within 10%%, Spearman")):
         p = ltsub.add_parser(name, help=helptext)
         p.add_argument("table", help="a table file from `mfsearch latency-table build`")
         p.add_argument("--threads", type=int, default=None, help="refuse a table built for other threads")
