@@ -218,8 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--input-size", type=int, default=224, help="square input size (default 224)")
     b.add_argument("--space", default=None, help="a space file: every unit its configs can have")
     b.add_argument("--out", default=None, help="table file (default runs/latency_tables/<space>_...json)")
-    b.add_argument("--calibration", type=int, default=20,
-                   help="seeded configs of the space measured end to end to fit the correction (default 20)")
+    b.add_argument("--calibration", type=int, default=30,
+                   help="seeded configs of the space measured end to end to fit the correction (default 30: "
+                   "enough to judge the four-term fit out of sample)")
     b.add_argument("--no-presets", action="store_true", help="leave out the units of the seven presets")
     b.add_argument("--statistic", default="auto", choices=("auto", "cpu_min", "cpu", "wall_min", "wall"),
                    help="what an entry holds: the minimum or median CPU time per run, or of the wall clock "
