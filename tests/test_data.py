@@ -540,3 +540,27 @@ def test_array_dataset_validation() -> None:
         ArrayDataset(np.zeros((2, 1, 4, 4), np.float32), np.zeros(2, int), 2, "x", "")
     with pytest.raises(MfsearchDataError):
         ArrayDataset(np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 2]), 2, "x", "")
+
+
+@pytest.mark.parametrize("image_size", [32, 16])  # padded, and resized
+def test_loaders_are_the_same_bits_whatever_the_callers_thread_count(fashion_train: ArrayDataset,
+                                                                       image_size: int) -> None:
+    """The normalisation statistics are reductions: built on two threads they once rounded differently than on
+    one, and every result trained on them changed with what the process had done before."""
+    from mfsearch.evaluation.data import TensorLoader, split_indices
+
+    idx, _ = split_indices(len(fashion_train.labels), 4000, 256, 0, labels=fashion_train.labels)
+    before = torch.get_num_threads()
+    built = []
+    try:
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            built.append(TensorLoader(fashion_train, idx, image_size=image_size, channels=3, batch_size=64,
+                                      train=True, seed=0))
+            assert torch.get_num_threads() == threads  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    one = built[0]
+    for other in built[1:]:
+        assert other.mean == one.mean and other.std == one.std
+        assert torch.equal(other.images, one.images)

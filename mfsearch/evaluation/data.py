@@ -18,6 +18,7 @@ device and iterates seeded, optionally augmented batches without workers.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -831,6 +832,27 @@ def _as_channel_vector(values: Sequence[float] | float, channels: int, what: str
     return vec.clone()
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside, then restore the caller's count.
+
+    A float32 reduction split over several threads rounds differently from the same reduction on
+    one, so normalisation statistics computed with the process's thread count made the loaders, and
+    so every trained result, depend on what the process had set before it built them (a proxy-check
+    that scored a supernet first, on two threads, then trained on one got other accuracies than a
+    fresh process for the same architecture, seed and eval_id). Built on one thread, the tensors are
+    the same bits as the one-thread builds of every stored run.
+    """
+    n = torch.get_num_threads()
+    if n != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n != 1:
+            torch.set_num_threads(n)
+
+
 class TensorLoader:
     """Seeded in-memory batches ``(images float32 (B, C, S, S), labels int64 (B,))``.
 
@@ -898,6 +920,11 @@ class TensorLoader:
         self.resize_mode = resize_mode(height, width, self.image_size)
         self._epoch = 0
 
+        with one_thread():  # the same bits whatever the caller's thread count (see one_thread)
+            self._build(dataset, idx, height, width, src_channels, mean, std)
+
+    def _build(self, dataset: ArrayDataset, idx: np.ndarray, height: int, width: int, src_channels: int,
+               mean: Sequence[float] | float | None, std: Sequence[float] | float | None) -> None:
         n = idx.size
         size = self.image_size
         # zero-initialised so that the "pad" border is black without a padded temporary
