@@ -147,6 +147,7 @@ def test_same_name_other_space_is_refused_naming_the_field(tmp_path, run_cli, ti
     other_budget = tiny_space(tmp_path / "b", budget={"macs": 12_200_000}, **base)
     r = run_cli("run", str(other_budget), "--no-progress", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "budget.macs" in r.stderr and "8500000" in r.stderr, r.stderr
+    assert "another name: (the study's name)" in r.stderr  # the study is named by name:, not by the file
     _no_traceback(r)
     r = run_cli("run", str(other_budget), "--no-progress", "--allow-change", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "budget.macs" in r.stderr  # never acceptable

@@ -128,11 +128,12 @@ def check_definition(space: Space, study: Any, name: str, allow_change: bool = F
     stored = _stored_definition(attrs)
     if stored is None:  # an old study without a readable definition: what was always compared
         if attrs.get("objectives") != new["objectives"]:
-            raise InputError(f"{space.path}: objectives: study {name} has {attrs.get('objectives')}; use another "
-                             "name to start a new study")
+            raise InputError(f"{space.path}: objectives: study {name} has {attrs.get('objectives')}; give it another "
+                             "name: (the study's name) to start a new study")
         if attrs.get("eval_id") != new["evaluation"]["eval_id"]:
             raise InputError(f"{space.path}: evaluation: differs from the settings study {name} was created with; "
-                             "results would not be comparable: use another name for a new study")
+                             "results would not be comparable: give it another name: (the study's name) for a new "
+                             "study")
         study.set_user_attr("definition", new)
         return
     diff = first_difference(stored, new)
@@ -145,10 +146,10 @@ def check_definition(space: Space, study: Any, name: str, allow_change: bool = F
         why = ("a choice list cannot change within a study (its samplers keep one distribution per knob)"
                if fld.startswith("space.") else "results stored under the old value would be mixed with new ones")
         raise InputError(f"{space.path}: {fld}: study {name} was created with {_show(old)}, this file has "
-                         f"{_show(cur)}; {why}: give the file another name to start a new study")
+                         f"{_show(cur)}; {why}: give it another name: (the study's name) to start a new study")
     if not allow_change:
         raise InputError(f"{space.path}: {fld}: study {name} was created with {_show(old)}, this file has "
-                         f"{_show(cur)}; give the file another name to start a new study, or run with "
+                         f"{_show(cur)}; give it another name: (the study's name) to start a new study, or run with "
                          "--allow-change to continue this one with the changed space (recorded in the study)")
     changes = list(attrs.get("definition_changes") or [])
     changes.append({"time": time.time(), "file": str(space.path), "first_field": fld, "from": stored, "to": new})
