@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, InputError, RunError
 
@@ -18,10 +19,18 @@ from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, InputError, RunError
 COMMANDS = ("models", "evaluation", "search", "proxycheck", "ablation", "deploy")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``PROG: error: WHAT (see PROG --help)``, exit 2 (argparse prints its
+    whole usage block first, a dozen lines for some commands); the sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(packages: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     import importlib
 
-    p = argparse.ArgumentParser(prog="mfsearch",
+    p = _Parser(prog="mfsearch",
                                 description="Architecture search and ablation studies around Mobile-Former.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

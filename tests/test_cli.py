@@ -110,3 +110,12 @@ def test_every_command_and_action_prints_its_help():
 
     seen = walk(build_parser(), "mfsearch")
     assert "mfsearch latency-table check" in seen and "mfsearch proxy-check" in seen
+
+
+@pytest.mark.parametrize("args,field", [(("proxy-check", "x.yaml", "--sample", "abc"), "--sample"),
+                                        (("proxy-check",), "space"), (("bogus",), "COMMAND"),
+                                        (("latency-table", "check"), "table")])
+def test_a_usage_error_is_one_line_naming_the_argument(tmp_path, run_cli, args, field):
+    r = run_cli(*args, cwd=tmp_path, check=False)
+    assert r.returncode == 2 and field in r.stderr and "--help" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
