@@ -84,3 +84,20 @@ def append_jsonl(path: str | Path, rec: dict) -> None:
                 f.write(b"\n")
         f.write((json.dumps(rec) + "\n").encode())
         f.flush()
+
+
+def finite_json(obj: object, indent: int | None = 2) -> str:
+    """``json.dumps`` that writes valid JSON: a NaN or infinity (an undefined correlation) becomes ``null``."""
+    import json
+    import math
+
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=indent, allow_nan=False)

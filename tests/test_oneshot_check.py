@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from mfsearch._utils import finite_json
 from mfsearch.models import get_config
 from mfsearch.proxycheck import rank_correlations
-from mfsearch.proxycheck.oneshot import architectures, summarise_oneshot
+from mfsearch.proxycheck.oneshot import architectures, oneshot_markdown, summarise_oneshot
 from mfsearch.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,12 @@ def test_summary_correlates_complete_architectures_and_leaves_failed_ones_out():
     assert s["oneshot"]["spearman"] == 1.0 and s["oneshot"]["kendall"] == 1.0 and s["meets_goal"]
     assert s["one_seed"]["spearman"] == 1.0
     assert s["standalone_cpu_minutes"] == pytest.approx(12 * 30 / 60)  # a failed run spent CPU too
+    # all means equal: the correlations are undefined, said in words and written as null (valid JSON)
+    flat = [{**r, "accuracy": 44.0} if r["accuracy"] is not None else r for r in runs]
+    u = summarise_oneshot(space, sample, [], [0, 1], scores, flat, [])
+    assert np.isnan(u["oneshot"]["kendall"]) and not u["meets_goal"]
+    assert json.loads(finite_json(u))["oneshot"]["kendall"] is None
+    assert "undefined" in oneshot_markdown(space, u) and "nan" not in oneshot_markdown(space, u)
     reversed_scores = [{**r, "oneshot": -r["oneshot"]} for r in scores]
     r = summarise_oneshot(space, sample, [], [0, 1], reversed_scores, runs, [])
     assert r["oneshot"]["kendall"] == -1.0 and not r["meets_goal"]
@@ -90,6 +97,16 @@ def test_oneshot_check_trains_scores_reports_and_resumes(tmp_path, run_cli):
     # nothing missing: nothing trained, nothing scored
     r = run_cli(*args, cwd=tmp_path)
     assert "training" not in r.stderr and "scoring" not in r.stderr
+
+    # damaged lines (not objects, wrong types, not UTF-8) are skipped, here and in a sibling folder: no traceback
+    junk = b'[1, 2, 3]\nnull\n7\n{"arch_id": "x", "seed": "0", "accuracy": 1}\n\xff\xfe\n'
+    for p in (out / "scores.jsonl", out.parent / "architectures.jsonl"):
+        p.write_bytes(p.read_bytes() + junk + b'{"arch_id": "y", "oneshot": "abc"}\n')
+    sibling = out.parent.parent / f"other-{out.parent.name.rsplit('-', 1)[1]}"
+    sibling.mkdir()
+    (sibling / "paper.jsonl").write_bytes(junk)
+    r = run_cli(*args, "--report-only", cwd=tmp_path)
+    assert "Traceback" not in r.stderr and json.loads((out / "report.json").read_text())["complete"] == 6
 
     # another space with the same evaluation settings reuses the stored stand-alone runs (same eval_id)
     text = TINY_ONESHOT.read_text()  # the knobs in the same order: the same seeded sample

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._utils import append_jsonl
+from .._utils import append_jsonl, finite_json
 from ..errors import InputError, RunError
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
@@ -597,7 +597,7 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None) ->
     rep = {"experiment": exp.name, "base": exp.base, "eval_id": exp.evaluation.eval_id(),
            "seed_rule": exp.seed_rule.to_dict() if exp.seed_rule else None, "seeds": list(exp.seeds),
            "rows": rows, "wall_s": wall_s, "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in rows), 1)}
-    (run_dir / "report.json").write_text(json.dumps(rep, indent=2))
+    (run_dir / "report.json").write_text(finite_json(rep))
     plot_report(exp, rows, run_dir / "report.png")
     return rows
 

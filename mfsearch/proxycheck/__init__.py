@@ -113,18 +113,40 @@ def check_dir(space: Space, runs: str | Path | None = None) -> Path:
     return runs_dir(runs) / "proxy-check" / f"{space.name}-{space.evaluation.eval_id()}"
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, fields: dict[str, tuple[type, ...]] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, in order. A line that is not a JSON object (cut by a crash, damaged,
+    not UTF-8) or lacks one of ``fields`` with a value of its types (finite numbers only) is skipped: its
+    run counts as not done and is redone, it never stops a report."""
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash: that job is simply redone
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: that job is simply redone
+        if isinstance(rec, dict) and (fields is None or all(_typed(rec, k, t) for k, t in fields.items())):
+            out.append(rec)
     return out
+
+
+def _typed(rec: dict[str, Any], key: str, types: tuple[type, ...]) -> bool:
+    if key not in rec:
+        return False
+    v = rec[key]
+    if isinstance(v, bool) and bool not in types:
+        return False
+    if isinstance(v, float) and not np.isfinite(v):
+        return False
+    return isinstance(v, types)
+
+
+NUMBER = (int, float)
+PAPER_RUN = {"name": (str,), "seed": (int,), "accuracy": (int, float, type(None))}  # a paper model's run
+ARCH_RUN = {"arch_id": (str,), "seed": (int,), "accuracy": (int, float, type(None))}  # a sampled architecture's
 
 
 # ---------------------------------------------------------------------------- jobs (run in worker processes)
@@ -279,7 +301,7 @@ def paper_jobs(space: Space, models: Sequence[str], seeds: Sequence[int], out_di
     """The (model, seed) runs of the paper check not stored yet, seed-major (whole seeds first)."""
     path = out_dir / "paper.jsonl"
     ev = space.evaluation
-    done = {(r["name"], r["seed"]) for r in select_records(read_jsonl(path), models, seeds, pinned_threads,
+    done = {(r["name"], r["seed"]) for r in select_records(read_jsonl(path, PAPER_RUN), models, seeds, pinned_threads,
                                                             ev.deterministic)}
     threads = pinned_threads or _threads(space, workers)
     variant: dict[str, Any] = {"deterministic": ev.deterministic}
@@ -305,7 +327,7 @@ def run_paper_check(space: Space, opts: CheckOptions, out_dir: Path, log: Callab
         if jobs:
             log(f"training {len(jobs)} (model, seed) runs with {opts.workers} worker(s)")
         _run_jobs(jobs, opts.workers, log)
-    return select_records(read_jsonl(out_dir / "paper.jsonl"), opts.models, seeds,
+    return select_records(read_jsonl(out_dir / "paper.jsonl", PAPER_RUN), opts.models, seeds,
                           deterministic=space.evaluation.deterministic)
 
 
@@ -339,11 +361,11 @@ def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Ca
     path = out_dir / "zero_cost.jsonl"
     ev = dataclasses.asdict(space.evaluation)
     if opts.report_only:
-        have = read_jsonl(path)
+        have = read_jsonl(path, {"arch_id": (str,)})
         ids = {c.arch_id for c in sample_architectures(space, opts.sample, seed=space.search.seed)}
         return [r for r in have if r["arch_id"] in ids | {get_config(n).arch_id for n in opts.models}]
     threads = _threads(space, opts.workers)
-    have = read_jsonl(path)
+    have = read_jsonl(path, {"arch_id": (str,)})
     scored = {(r["kind"], r["arch_id"]) for r in have if "scores" in r}
     trained = {r["arch_id"] for r in have if "accuracy" in r}
     jobs = []
@@ -364,7 +386,7 @@ def run_zero_cost_check(space: Space, opts: CheckOptions, out_dir: Path, log: Ca
             f"{len(opts.models)} paper models scored: {len(jobs)} jobs")
     _run_jobs(jobs, opts.workers, log)
     ids = {c.arch_id for c in sample} | {get_config(n).arch_id for n in opts.models}
-    return [r for r in read_jsonl(path) if r["arch_id"] in ids]
+    return [r for r in read_jsonl(path, {"arch_id": (str,)}) if r["arch_id"] in ids]
 
 
 # ---------------------------------------------------------------------------- summaries

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from .._utils import finite_json
+
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     """The space file, with ``--set evaluation.KEY=VALUE`` overrides applied and validated as if in the file."""
@@ -133,7 +135,7 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
         js["zero_cost"] = zs
     text = "\n".join(report) + f"\nWall time of this run: {(time.perf_counter() - t0) / 60:.1f} min.\n"
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(js, indent=2))
+    (out / "report.json").write_text(finite_json(js))
     print(text)
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}"
           + (f", {out / 'proxy_vs_imagenet.png'}" if not args.skip_paper else ""))

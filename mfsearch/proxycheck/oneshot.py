@@ -24,7 +24,6 @@ report to its ``oneshot-<supernet key>/`` subfolder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import append_jsonl
+from .._utils import append_jsonl, finite_json
 from ..errors import InputError
 from ..models import PAPER, MobileFormerConfig, get_config
 from ..space import Space
 from . import (
+    ARCH_RUN,
     PAPER_MODELS,
+    PAPER_RUN,
     _run_jobs,
     _threads,
     _train_job,
@@ -80,6 +81,10 @@ def architectures(space: Space, n: int) -> tuple[list[MobileFormerConfig], list[
     from ..oneshot.strategy import unsupported
 
     sample = sample_architectures(space, n, seed=space.search.seed)
+    if not sample:
+        raise InputError(f"{space.path}: budget: seeded draws found no architecture of the space within its budget; "
+                         "raise the budget, or check the space that spans the budgets (a one-shot space extended at "
+                         "a small budget: check the one it extends)")
     if len(sample) < n:
         raise InputError(f"{space.path}: --sample: seeded draws found only {len(sample)} distinct architectures of "
                          f"the space within its budget; ask for at most {len(sample)}, or check the space that "
@@ -103,11 +108,15 @@ def stored_runs(base: Path, name: str) -> list[dict[str, Any]]:
     (``*-<eval_id>/name``: a plain proxy-check of a space with these settings, another one-shot space's check):
     the settings are equal, so the runs are too. This folder's come first (a duplicate never counts twice)."""
     eval_id = base.name.rsplit("-", 1)[-1]
-    out = read_jsonl(base / name)
+    fields = PAPER_RUN if name == "paper.jsonl" else ARCH_RUN
+    out = read_jsonl(base / name, fields)
     for other in sorted(base.parent.glob(f"*-{eval_id}")):
         if other != base:
-            out += [r for r in read_jsonl(other / name) if r.get("eval_id", eval_id) == eval_id]
+            out += [r for r in read_jsonl(other / name, fields) if r.get("eval_id", eval_id) == eval_id]
     return out
+
+
+SCORE = {"arch_id": (str,), "oneshot": (int, float)}
 
 
 def _sample_jobs(space: Space, sample: Sequence[MobileFormerConfig], seeds: Sequence[int], path: Path,
@@ -147,7 +156,7 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
                                                               for m in paper]
     t0 = time.perf_counter()
     if not opts.report_only:
-        have = {r["arch_id"] for r in read_jsonl(scores_path)}
+        have = {r["arch_id"] for r in read_jsonl(scores_path, SCORE)}
         todo = [c for c in cfgs if c[1] not in have]
         if todo:
             loaded = load(space, runs_dir(runs).absolute() / "proxy-check", log)  # the cache: <runs>/supernets/
@@ -167,14 +176,14 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
             log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
                 "seed-major; a re-run resumes")
         _run_jobs(jobs, opts.workers, log)
-    summary = summarise_oneshot(space, sample, paper, seeds, read_jsonl(scores_path),
+    summary = summarise_oneshot(space, sample, paper, seeds, read_jsonl(scores_path, SCORE),
                                 stored_runs(base, "architectures.jsonl"), stored_runs(base, "paper.jsonl"),
                                 opts.bootstrap_seed)
     summary["supernet"] = key
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     text = oneshot_markdown(space, summary)
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.json").write_text(finite_json(summary))
     if summary["rows"]:
         plot_oneshot(summary, out / "oneshot_vs_standalone.png")
     summary["out"] = str(out)
@@ -261,8 +270,11 @@ def summarise_oneshot(space: Space, sample: Sequence[MobileFormerConfig], paper:
 def _c(d: dict[str, Any] | None, k: str) -> str:
     if not d:
         return "-"
+    if not np.isfinite(d[k]):
+        return "n/a (a constant column)"
     ci = d.get("interval")
-    return f"{d[k]:.3f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if ci else "")
+    ok = ci and all(np.isfinite(v) for v in ci[k])
+    return f"{d[k]:.3f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if ok else "")
 
 
 def oneshot_markdown(space: Space, s: dict[str, Any]) -> str:
@@ -281,10 +293,15 @@ def oneshot_markdown(space: Space, s: dict[str, Any]) -> str:
                   f"| #params (baseline) | {_c(s['params'], 'spearman')} | {_c(s['params'], 'kendall')} |",
                   f"| MACs | {_c(s['macs'], 'spearman')} | {_c(s['macs'], 'kendall')} |"]
         if "one_seed" in s:
-            lines.append(f"| one stand-alone seed vs the mean of the others | {s['one_seed']['spearman']:.3f} | "
-                         f"{s['one_seed']['kendall']:.3f} |")
-        verdict = "meets" if s["meets_goal"] else "falls short of"
-        lines += ["", f"The one-shot Kendall tau {s['oneshot']['kendall']:.3f} {verdict} the goal of {GOAL_KENDALL}."]
+            lines.append(f"| one stand-alone seed vs the mean of the others | {_c(s['one_seed'], 'spearman')} | "
+                         f"{_c(s['one_seed'], 'kendall')} |")
+        kt = s["oneshot"]["kendall"]
+        if not np.isfinite(kt):
+            lines += ["", "The one-shot Kendall tau is undefined: the one-shot scores or the stand-alone means are all "
+                      "equal (a supernet that cannot tell the architectures apart, or a sample too small)."]
+        else:
+            verdict = "meets" if s["meets_goal"] else "falls short of"
+            lines += ["", f"The one-shot Kendall tau {kt:.3f} {verdict} the goal of {GOAL_KENDALL}."]
     else:
         lines.append("Fewer than 3 complete architectures: no correlation yet (run the command again to continue).")
     if "paper_imagenet" in s:
@@ -293,10 +310,16 @@ def oneshot_markdown(space: Space, s: dict[str, Any]) -> str:
                      f"Kendall {_c(p, 'kendall')} ({p['n']} models).")
     lines += ["", "| architecture | kind | MACs (M) | params (M) | one-shot top-1 | stand-alone mean +/- std | seeds |",
               "|---|---|---:|---:|---:|---:|---:|"]
+    failed: dict[str, list[str]] = {}
+    for f in s["failed"]:
+        failed.setdefault(f["arch_id"], []).append(str(f["seed"]))
     for r in sorted(s["rows"], key=lambda r: -(r["mean"] if r["mean"] is not None else -1)):
         label = r["name"] or r["arch_id"]
         one = f"{r['oneshot']:.2f}" if r["oneshot"] is not None else "-"
-        sa = f"{r['mean']:.2f} +/- {r['std'] or 0:.2f}" if r["mean"] is not None else "-"
+        sa = "-" if r["mean"] is None else (f"{r['mean']:.2f} +/- {r['std']:.2f}" if r["std"] is not None
+                                             else f"{r['mean']:.2f} (one seed)")
+        if r["arch_id"] in failed:
+            sa += f" (failed: seed {', '.join(failed[r['arch_id']])}, left out)"
         lines.append(f"| {label} | {r['kind']} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} | {one} | {sa} | "
                      f"{r['seeds']} |")
     lines += ["", f"Stand-alone training: {s['standalone_cpu_minutes']:.1f} CPU-minutes; scoring: median "

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import finite_json
 from ..errors import InputError
 from ..evaluation.cost import probe_data, probe_run
 from ..evaluation.settings import Evaluation, parse_evaluation
@@ -48,6 +49,7 @@ from ..space.parse import parse_name
 from . import (
     BOOTSTRAP,
     PAPER_MODELS,
+    PAPER_RUN,
     Job,
     _run_jobs,
     check_dir,
@@ -296,7 +298,7 @@ def run_sweep(sweep: Sweep, workers: int, log: Callable[[str], None], runs: str 
 
 def setting_records(sweep: Sweep, s: Setting, runs: str | Path | None = None) -> list[dict[str, Any]]:
     out = check_dir(sweep.space_for(s), runs)
-    return select_records(read_jsonl(out / "paper.jsonl"), sweep.models, sweep.seeds, s.pinned_threads,
+    return select_records(read_jsonl(out / "paper.jsonl", PAPER_RUN), sweep.models, sweep.seeds, s.pinned_threads,
                           s.evaluation.deterministic)
 
 
@@ -525,6 +527,6 @@ def write_sweep_report(sweep: Sweep, runs: str | Path | None = None) -> tuple[st
     summary = summarise_sweep(sweep, runs)
     text = sweep_markdown(summary)
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.json").write_text(finite_json(summary))
     plot_sweep(summary, out / "sweep.png")
     return text, out

@@ -123,6 +123,10 @@ def _atomic(path: Path, write: Any) -> Path:
     return path
 
 
+def _hv(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.4f}"
+
+
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
            out_dir: Path | None = None) -> dict[str, Any]:
     """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
@@ -152,13 +156,16 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
         budget = (attrs.get("budget") or {}).get("latency_ms")
         _atomic(folder / "pareto_latency.png", lambda p: plot_latency_fronts(df, objectives, p, budget,
                                                                              f"{ref.name}: proxy top-1 vs latency"))
+    hv_line = (f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
+               if not math.isnan(hv) else "Hypervolume: n/a (an objective has no reference point: a zero-cost score, "
+               "or a cost without a budget).\n\n")
     text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
-            f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
+            + hv_line
             + front_markdown(front))
     if not conf.empty:
         text += (f"\n## Confirmed stand-alone\n\nThe best front architectures and the paper models inside the budget, "
                  f"trained stand-alone with several seeds. Hypervolume of the confirmed searched architectures "
-                 f"(their means): {hv_conf:.4f}; of the search scores: {hv:.4f}.\n\n" + confirmed_markdown(conf))
+                 f"(their means): {_hv(hv_conf)}; of the search scores: {_hv(hv)}.\n\n" + confirmed_markdown(conf))
     md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df),
