@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -101,3 +103,40 @@ def finite_json(obj: object, indent: int | None = 2) -> str:
         return v
 
     return json.dumps(clean(obj), indent=indent, allow_nan=False)
+
+
+@contextlib.contextmanager
+def one_runner(folders: Iterable[Path], command: str) -> Iterator[None]:
+    """Refuse a second process that would train into the same result folders at once (both would train the
+    same missing runs and append each twice): :class:`~mfsearch.errors.RunError` naming the folder and who
+    holds it. An advisory ``flock`` on ``<folder>/.lock``: the system drops it when its holder dies, so a
+    killed run leaves nothing stale behind."""
+    import fcntl
+    import socket
+    import time
+
+    from .errors import RunError
+
+    held: list[IO[str]] = []
+    try:
+        for folder in sorted({Path(f) for f in folders}):
+            folder.mkdir(parents=True, exist_ok=True)
+            fh = open(folder / ".lock", "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                who = fh.read().strip() or "another process"
+                fh.close()
+                raise RunError(f"{folder}: {who} is running `{command}` into this folder; let it finish (or stop "
+                               "it), then run again: it resumes") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})")
+            fh.flush()
+            held.append(fh)
+        yield
+    finally:
+        for fh in held:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()

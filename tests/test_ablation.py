@@ -365,7 +365,7 @@ def test_a_second_runner_of_the_same_experiment_is_refused(tmp_path):
     run_dir.mkdir(parents=True)
     with open(run_dir / ".lock", "a") as fh:  # as a running `ablate` holds it
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RunError, match="another `mfsearch ablate` is running this experiment"):
+        with pytest.raises(RunError, match="is running `mfsearch ablate` into this folder"):
             run_experiment(exp, tmp_path / "runs", log=lambda s: None)
     assert read_records(run_dir) == []
 

@@ -148,3 +148,25 @@ def test_oneshot_check_refuses_a_stand_alone_space_and_other_modes(tmp_path, tin
     assert r.returncode == 2 and "--sample" in r.stderr and "only 2" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "supernets").exists()  # refused before anything was trained
+
+
+@pytest.mark.parametrize("oneshot", [True, False])
+def test_a_second_check_into_the_same_folder_is_refused_naming_the_holder(tmp_path, tiny_yaml, run_cli, oneshot):
+    import fcntl
+
+    from mfsearch.proxycheck import check_dir
+    from mfsearch.proxycheck.oneshot import standalone_space
+
+    space = load_space(TINY_ONESHOT if oneshot else tiny_yaml)
+    folder = check_dir(standalone_space(space) if oneshot else space, tmp_path / "runs")
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "a+") as fh:  # as a running check holds it
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.write("pid 4242 on elsewhere (since 10:00:00)")
+        fh.flush()
+        args = ("--oneshot", "--sample", "4") if oneshot else ("--models", "26m,52m,96m")
+        r = run_cli("proxy-check", str(TINY_ONESHOT if oneshot else tiny_yaml), *args, cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "pid 4242 on elsewhere" in r.stderr and "running `mfsearch proxy-check" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (folder / "paper.jsonl").exists() and not (folder / "architectures.jsonl").exists()
+    assert not (tmp_path / "runs" / "supernets").exists()

@@ -39,18 +39,16 @@ adds its matched twin ``<arm>_matched`` beside it; arms within 1% are never resc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._utils import append_jsonl, finite_json
+from .._utils import append_jsonl, finite_json, one_runner
 from ..errors import InputError, RunError
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
@@ -356,29 +354,8 @@ def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = p
     """
     run_dir = run_dir_for(exp, runs)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _one_runner(run_dir):
+    with one_runner([run_dir], "mfsearch ablate"):
         return _run(exp, run_dir, log)
-
-
-@contextlib.contextmanager
-def _one_runner(run_dir: Path) -> Iterator[None]:
-    """Refuse a second ``ablate`` of the same experiment at once (both would train the same next runs).
-
-    An advisory ``flock`` on ``run_dir/.lock``: the system drops it when its holder dies, so a killed run
-    leaves nothing stale behind.
-    """
-    import fcntl
-
-    with open(run_dir / ".lock", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"{run_dir}: another `mfsearch ablate` is running this experiment; let it finish (or "
-                           "stop it), then run again: it resumes") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:

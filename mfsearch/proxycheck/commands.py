@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from typing import Any
 
-from .._utils import finite_json
+from .._utils import finite_json, one_runner
 
 
 def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
@@ -92,13 +93,6 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
         PAPER_MODELS,
         CheckOptions,
         check_dir,
-        paper_markdown,
-        plot_paper,
-        run_paper_check,
-        run_zero_cost_check,
-        summarise_paper,
-        summarise_zero_cost,
-        zero_cost_markdown,
     )
 
     opts = CheckOptions(seeds=args.seeds or 3, models=models or PAPER_MODELS, workers=args.workers,
@@ -122,6 +116,25 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
                                                         "eval_id": space.evaluation.eval_id()}, indent=2))
     t0 = time.perf_counter()
     report, js = [f"# Proxy check: {space.name}\n"], {"space": str(args.space), "eval_id": space.evaluation.eval_id()}
+    with contextlib.ExitStack() as held:
+        if not args.report_only:
+            held.enter_context(one_runner([out], "mfsearch proxy-check"))
+        return _check_locked(args, space, opts, out, report, js, t0)
+
+
+def _check_locked(args: argparse.Namespace, space: Any, opts: Any, out: Any, report: list[str], js: dict[str, Any],
+                  t0: float) -> int:
+    from . import (
+        paper_markdown,
+        plot_paper,
+        run_paper_check,
+        run_zero_cost_check,
+        summarise_paper,
+        summarise_zero_cost,
+        zero_cost_markdown,
+    )
+
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     if not args.skip_paper:
         recs = run_paper_check(space, opts, out, log)
         s = summarise_paper(recs)
@@ -186,7 +199,11 @@ def _sweep(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
         return 0
     t0 = time.perf_counter()
     if not args.report_only:
-        run_sweep(sweep, args.workers, log, args.runs_dir)
+        from . import check_dir
+
+        with one_runner([check_dir(sweep.space_for(s), args.runs_dir) for s in sweep.settings],
+                        "mfsearch proxy-check --sweep"):
+            run_sweep(sweep, args.workers, log, args.runs_dir)
     text, out = write_sweep_report(sweep, args.runs_dir)
     print(text)
     if not args.report_only:

@@ -23,6 +23,7 @@ report to its ``oneshot-<supernet key>/`` subfolder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import append_jsonl, finite_json
+from .._utils import append_jsonl, finite_json, one_runner
 from ..errors import InputError
 from ..models import PAPER, MobileFormerConfig, get_config
 from ..space import Space
@@ -139,10 +140,7 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
                       runs: str | Path | None = None) -> dict[str, Any]:
     """Score, train what is missing (resuming), and summarise; the summary (also written as report files)."""
     from ..evaluation.strategies import oneshot_settings
-    from ..oneshot.score import score
-    from ..oneshot.strategy import load
     from ..oneshot.train import supernet_key
-    from ..store import runs_dir
 
     require_oneshot(space)
     sample, paper = architectures(space, opts.sample)
@@ -155,6 +153,19 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
     cfgs = [("sample", c.arch_id, None, c) for c in sample] + [("paper", get_config(m).arch_id, m, get_config(m))
                                                               for m in paper]
     t0 = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        if not opts.report_only:
+            held.enter_context(one_runner([base], "mfsearch proxy-check --oneshot"))
+        return _run_locked(space, opts, log, runs, sample, paper, key, out, base, seeds, scores_path, cfgs, t0)
+
+
+def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | Path | None,
+                sample: list[MobileFormerConfig], paper: list[str], key: str, out: Path, base: Path,
+                seeds: list[int], scores_path: Path, cfgs: list[Any], t0: float) -> dict[str, Any]:
+    from ..oneshot.score import score
+    from ..oneshot.strategy import load
+    from ..store import runs_dir
+
     if not opts.report_only:
         have = {r["arch_id"] for r in read_jsonl(scores_path, SCORE)}
         todo = [c for c in cfgs if c[1] not in have]
