@@ -140,3 +140,19 @@ def one_runner(folders: Iterable[Path], command: str) -> Iterator[None]:
         for fh in held:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """In a worker process: end it (exit 1) soon after ``parent`` is gone, killed or not (kill -9 leaves no
+    chance to stop the workers): a daemon thread compares ``os.getppid()`` with ``parent`` every ``every_s``.
+    A worker whose parent died can deliver nothing: its run would only hold a core for nothing."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="mfsearch-parent-watch", daemon=True).start()

@@ -15,6 +15,8 @@ from typing import NoReturn
 
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_RUN, InputError, RunError
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+
 #: the packages whose ``commands.register(subparsers)`` add commands, in the order ``--help`` lists them
 COMMANDS = ("models", "evaluation", "search", "proxycheck", "ablation", "deploy")
 
@@ -81,8 +83,21 @@ def _import_heavy(names: Sequence[str] = HEAVY_IMPORTS) -> None:
                 pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's time limit): stopped as Ctrl-C stops a run, workers included."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C."""
+    """The command line: exit 0, 2 for bad input, 1 for a run that had to stop, 130 for Ctrl-C, 143 for SIGTERM."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with _held():  # start-up: see _held
             parser = build_parser()
@@ -103,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as e:
         print(f"mfsearch: error: {e}", file=sys.stderr)
         return EXIT_RUN
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            print("mfsearch: terminated; stored results are kept", file=sys.stderr)
+            return EXIT_TERMINATED
         print("mfsearch: interrupted; stored results are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (``mfsearch info ... | head``): a normal end

@@ -222,3 +222,64 @@ def test_workers_share_one_progress_bar(tmp_path, run_cli, tiny_space):
     assert "study tiny: 3 architectures evaluated" in r.stdout
     assert sum(line.startswith("#") and " MACs " in line for line in r.stdout.splitlines()) >= 3  # tqdm.write
     assert "3/3" in r.stderr and "trial" in r.stderr  # the bar reached its total
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """Pids of the multiprocessing workers (not the resource tracker) whose parent is ``parent``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"multiprocessing.spawn" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pids: list[int]) -> list[int]:
+    live = []
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.append(p)
+    return live
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_a_proxy_check_stops_its_workers(tmp_path, tiny_yaml, sig):
+    """kill PID (SIGTERM) stops the workers as Ctrl-C does, exit 143; kill -9 leaves the workers to notice."""
+    env = dict(os.environ, MFSEARCH_RUNS=str(tmp_path / "runs"))
+    p = subprocess.Popen([sys.executable, "-m", "mfsearch.cli", "proxy-check", str(tiny_yaml), "--models",
+                          "26m,52m,96m", "--seeds", "2", "--workers", "2", "--set", "evaluation.epochs=40"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _spawned_workers(p.pid)
+        assert len(workers) == 2, "the two workers never started"
+        time.sleep(3)  # into their first runs
+        p.send_signal(sig)
+        rc = p.wait(timeout=60)
+        _, err = p.communicate(timeout=10)
+        deadline = time.monotonic() + 20
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _alive(workers), f"workers {_alive(workers)} outlived their parent"
+        if sig == signal.SIGTERM:
+            assert rc == 143 and "terminated; stored results are kept" in err and "Traceback" not in err, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for w in _alive(workers):  # a failing run leaves nothing behind
+            os.kill(w, signal.SIGKILL)

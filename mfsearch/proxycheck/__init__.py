@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import append_jsonl
+from .._utils import append_jsonl, exit_with_parent
 from ..evaluation.cost import cpu_seconds
 from ..evaluation.zero_cost import PROXIES
 from ..models import PAPER, MobileFormerConfig, get_config
@@ -219,7 +220,8 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None
     import multiprocessing as mp
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futs = {pool.submit(fn, *args): (rec, path) for fn, args, rec, path in jobs}  # run in submission order
         try:
             for fut in as_completed(futs):
@@ -232,6 +234,11 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None
                 f.cancel()
             raise JobsFailed("a worker process died (killed or out of memory); finished runs are stored, "
                              "run the same command again to redo the rest") from None
+        except BaseException:  # Ctrl-C or kill: the runs in progress cannot be stored; do not wait for them
+            for p in list((getattr(pool, "_processes", None) or {}).values()):
+                p.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _job_line(r: dict[str, Any]) -> str:

@@ -43,6 +43,9 @@ def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: i
     """One worker process: its trial lines and its one-line error (if any) go to the parent."""
     import signal
 
+    from .._utils import exit_with_parent
+
+    exit_with_parent(os.getppid())  # a parent killed with -9 cannot stop its workers: they stop themselves
     code = 0
     try:
         import optuna
