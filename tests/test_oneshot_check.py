@@ -132,10 +132,15 @@ def test_oneshot_check_refuses_a_stand_alone_space_and_other_modes(tmp_path, tin
     r = run_cli("proxy-check", str(tiny_yaml), "--oneshot", cwd=tmp_path, check=False)
     assert r.returncode == 2 and "evaluation.strategy" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--zero-cost", cwd=tmp_path, check=False)
-    assert r.returncode == 2 and "--zero-cost" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for extra in (("--zero-cost",), ("--models", "26m"), ("--batch-size", "32")):  # named before anything else
+        r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", *extra, cwd=tmp_path, check=False)
+        assert r.returncode == 2 and f"{extra[0]}: does not go with --oneshot" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--seeds", "101", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "--seeds: must be in [1, 100]" in r.stderr
     r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "1001", cwd=tmp_path, check=False)
-    assert r.returncode == 2 and "--sample: at most 1000" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "--sample: must be in [4, 1000]" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     small = yaml.safe_load(TINY_ONESHOT.read_text())  # two architectures: stage 1's width is the only choice left
     small["name"] = "two_archs"
     small["space"] = {**small["space"], "num_tokens": 2, "token_dim": 16, "stem": 8, "head": 64, "bridge_heads": 1,

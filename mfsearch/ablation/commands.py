@@ -94,5 +94,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ablate)
     s = sub.add_parser("ablation-summary", help="one table of every ablation report: ours vs the paper's direction")
     s.add_argument("dir", nargs="?", default=None, help="folder of ablation runs (default runs/ablations)")
-    s.add_argument("--runs-dir", default=None)
+    s.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     s.set_defaults(func=cmd_summary)

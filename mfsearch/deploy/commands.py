@@ -205,7 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--rank", type=int, default=None, help="study: the K-th member of the Pareto front (default 1)")
     ex.add_argument("--arch-id", default=None, help="study: the architecture with this arch_id")
     ex.add_argument("--storage", default=None, help="study: storage URL (default: the run directory's)")
-    ex.add_argument("--runs-dir", default=None, help="where run directories live (default runs)")
+    ex.add_argument("--runs-dir", default=None, help="where run directories live (default ./runs or $MFSEARCH_RUNS)")
     ex.add_argument("--num-classes", type=int, default=None, help="override the classifier's classes")
     ex.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default 0)")
     ex.set_defaults(func=cmd_export)
@@ -227,7 +227,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(auto: cpu_min with 1 thread, wall_min with more: least disturbed by other processes)")
     b.add_argument("--rounds", type=int, default=2, help="interleaved passes over the calibration configs (default 2)")
     b.add_argument("--max-units", type=int, default=20000, help="refuse spaces with more units (default 20000)")
-    b.add_argument("--runs-dir", default=None, help="where the default table path lives (default runs)")
+    b.add_argument("--runs-dir", default=None,
+                   help="where the default table path lives (default ./runs or $MFSEARCH_RUNS)")
     b.set_defaults(func=cmd_table_build)
     for name, helptext in (("predict", "predicted latency of presets or config files"),
                            ("check", "predicted vs measured latency: RMSE, share within 10%%, Spearman")):

@@ -37,7 +37,8 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     return space_from_data(data, path, lines if not sets else {})
 
 
-MAX_SAMPLE = 1000
+MAX_SAMPLE = 1000  # architectures (each is trained)
+MAX_SEEDS = 100
 
 
 def _models(arg: str | None) -> tuple[str, ...] | None:
@@ -54,24 +55,23 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     from ..evaluation.data import MfsearchDataError
     from . import JobsFailed
 
+    if args.oneshot and (args.sweep or args.zero_cost or args.skip_paper or args.models or args.estimate
+                         or args.batch_size is not None):
+        what = next(f for f, on in (("--sweep", args.sweep), ("--zero-cost", args.zero_cost),
+                                    ("--skip-paper", args.skip_paper), ("--models", args.models),
+                                    ("--estimate", args.estimate), ("--batch-size", args.batch_size is not None))
+                    if on)
+        raise InputError(f"{what}: does not go with --oneshot (which scores a sample of the space and the paper "
+                         "models inside it, and trains them stand-alone); drop one of the two")
     space = _space_with(args.space, args.set or [])
     models = _models(args.models)
-    for name, v, lo in (("--seeds", args.seeds, 1), ("--workers", args.workers, 1),
-                        ("--sample", args.sample, 4),
-                        ("--batch-size", args.batch_size, 2)):
-        if v is not None and v < lo:
-            raise InputError(f"{name}: must be at least {lo}, got {v}")
-    if args.sample is not None and args.sample > MAX_SAMPLE:
-        raise InputError(f"--sample: at most {MAX_SAMPLE} architectures (each is trained), got {args.sample}")
+    for name, v, lo, hi in (("--seeds", args.seeds, 1, MAX_SEEDS), ("--workers", args.workers, 1, 256),
+                            ("--sample", args.sample, 4, MAX_SAMPLE), ("--batch-size", args.batch_size, 2, 4096)):
+        if v is not None and not lo <= v <= hi:
+            raise InputError(f"{name}: must be in [{lo}, {hi}], got {v}")
     if args.estimate and not args.sweep:
         raise InputError("--estimate: times the settings of a sweep; give --sweep FILE")
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    if args.oneshot and (args.sweep or args.zero_cost or args.skip_paper or args.models or args.estimate):
-        what = next(f for f, on in (("--sweep", args.sweep), ("--zero-cost", args.zero_cost),
-                                    ("--skip-paper", args.skip_paper), ("--models", args.models),
-                                    ("--estimate", args.estimate)) if on)
-        raise InputError(f"{what}: does not go with --oneshot (which scores a sample of the space and the paper "
-                         "models inside it, and trains them stand-alone); drop one of the two")
     try:
         if args.oneshot:
             return _oneshot(args, space, log)
@@ -96,7 +96,7 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
     )
 
     opts = CheckOptions(seeds=args.seeds or 3, models=models or PAPER_MODELS, workers=args.workers,
-                        zero_cost=args.zero_cost, sample=args.sample or 16, batch_size=args.batch_size,
+                        zero_cost=args.zero_cost, sample=args.sample or 16, batch_size=args.batch_size or 64,
                         report_only=args.report_only)
     if args.zero_cost:  # the proxies score one minibatch of the first training epoch: it must fit in one
         from ..errors import InputError
@@ -217,7 +217,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "zero-cost proxies with --zero-cost")
     p.add_argument("space", help="a space file (its evaluation: section is what is checked)")
     p.add_argument("--set", action="append", metavar="evaluation.KEY=VALUE",
-                   help="override an evaluation setting (repeatable), e.g. --set evaluation.epochs=2")
+                   help="override a setting of the space file (repeatable): evaluation.KEY, search.KEY or budget.KEY, "
+                   "e.g. --set evaluation.epochs=2")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per paper model (default 3; with --sweep: the file's seeds)")
     p.add_argument("--models", default=None,
@@ -225,8 +226,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="training processes at once (default 1)")
     p.add_argument("--zero-cost", action="store_true", help="also correlate the zero-cost proxies")
     p.add_argument("--sample", type=int, default=None,
-                   help="architectures sampled from the space (--zero-cost: default 16; --oneshot: default 24)")
-    p.add_argument("--batch-size", type=int, default=64, help="minibatch for the zero-cost proxies (default 64)")
+                   help="architectures sampled from the space, 4 to 1000 (--zero-cost: default 16; --oneshot: default "
+                   "24)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch for the zero-cost proxies (default 64)")
     p.add_argument("--skip-paper", action="store_true", help="only the zero-cost check")
     p.add_argument("--sweep", default=None, metavar="SWEEP.yaml",
                    help="check every setting of a sweep file (evaluation overrides on the space); "

@@ -258,7 +258,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="search a space file under its budget (continues an existing study)")
     run.add_argument("space", help="a space file, e.g. spaces/macs300.yaml")
     run.add_argument("--trials", type=int, default=None, help="finished trials to reach (overrides search.trials)")
-    run.add_argument("--sampler", default=None, choices=tuple(SAMPLERS))
+    run.add_argument("--sampler", default=None, choices=tuple(SAMPLERS),
+                     help="overrides search.sampler (grid and bruteforce: every architecture of a discrete space, in "
+                     "turn)")
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides search.seed)")
     run.add_argument("--no-references", action="store_true", help="skip the paper reference models")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (lines only)")
