@@ -166,6 +166,14 @@ def test_extends_errors_name_the_field_and_the_file(tmp_path):
         with pytest.raises(InputError, match=want) as e:
             load_space(p)
         assert "\n" not in str(e.value)
+    # an error about a field the file inherits names the file and line it comes from
+    (tmp_path / "m.yaml").write_text("extends: base.yaml\nname: m\nevaluation: {strategy: oneshot, dataset: "
+                                     "fashion_mnist, image_size: 16}\n")
+    with pytest.raises(InputError) as e:
+        load_space(tmp_path / "m.yaml")
+    line = next(i for i, x in enumerate(base.splitlines(), 1) if x.strip().startswith("activation:"))
+    assert str(e.value).startswith(f"{tmp_path / 'base.yaml'}:{line}: space.activation: ")
+    assert str(e.value).endswith(f"(inherited by {tmp_path / 'm.yaml'} through extends:)")
     # an inherited evaluation: {from: ...} is still found from a file in another folder
     (tmp_path / "proxy.yaml").write_text(base)
     (tmp_path / "sub").mkdir()

@@ -93,7 +93,6 @@ def _inherited(ctx: Ctx, d: dict) -> dict:
     trains with it); a study pins the values it was created with, not the name of the file."""
     from pathlib import Path
 
-    from ..fields import load_yaml
 
     src = d["from"]
     if not isinstance(src, str) or not src.strip():
@@ -102,8 +101,10 @@ def _inherited(ctx: Ctx, d: dict) -> dict:
     path = Path(src).expanduser()
     if not path.is_absolute():
         path = Path(ctx.path).parent / path
+    from ..space.parse import read_space_data
+
     try:
-        data, lines = load_yaml(path)
+        data, lines = read_space_data(path)  # a space file that extends another has that one's evaluation
     except InputError as e:
         raise ctx.err("evaluation.from", str(e)) from None
     base = data.get("evaluation") if isinstance(data, dict) else None

@@ -23,6 +23,7 @@ from ..fields import (
     choice_field,
     float_field,
     int_field,
+    line_of,
     load_yaml,
     mapping_field,
     no_unknown,
@@ -381,6 +382,12 @@ def _all_knobs(knobs: dict, lite: dict | None, stages: tuple | None) -> list[tup
 
 
 def read_space_data(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """A space file's data and line numbers, with ``extends: other.yaml`` resolved (see :func:`_read_space_data`)."""
+    data, lines, _ = _read_space_data(path)
+    return data, lines
+
+
+def _read_space_data(path: str | Path) -> tuple[Any, dict[str, int], tuple[Path, dict[str, int], set[str]] | None]:
     """A space file's data and line numbers, with ``extends: other.yaml`` resolved.
 
     ``extends`` names another space file (relative to this one), validated as a space of its own; this
@@ -390,7 +397,7 @@ def read_space_data(path: str | Path) -> tuple[Any, dict[str, int]]:
     """
     data, lines = load_yaml(path)
     if not isinstance(data, dict) or "extends" not in data:
-        return data, lines
+        return data, lines, None
     ctx = Ctx(path, lines)
     src = data["extends"]
     if not isinstance(src, str) or not src.strip():
@@ -414,13 +421,32 @@ def read_space_data(path: str | Path) -> tuple[Any, dict[str, int]]:
         src_ev = Path(ev["from"]).expanduser()  # relative to the other file: say it relative to this one
         if not src_ev.is_absolute():
             merged["evaluation"] = {**ev, "from": os.path.relpath(other.parent / src_ev, Path(path).parent)}
-    return merged, lines
+    return merged, lines, (other, base_lines, {k for k in base if k not in data})
 
 
 def load_space(path: str | Path) -> Space:
     """Load and validate a space file; errors are one :class:`InputError` line."""
-    data, lines = read_space_data(path)
-    return space_from_data(data, path, lines)
+    data, lines, base = _read_space_data(path)
+    try:
+        return space_from_data(data, path, lines)
+    except InputError as e:
+        raise _where_inherited(e, path, base) from None
+
+
+def _where_inherited(e: InputError, path: str | Path, base: tuple[Path, dict[str, int], set[str]] | None) -> InputError:
+    """An error about a field this file inherits through ``extends:`` points at the file and line it comes from."""
+    if base is None:
+        return e
+    other, base_lines, inherited = base
+    m = re.match(rf"{re.escape(str(path))}(?::\d+)?: ([^:\s]+): (.*)$", str(e), re.S)
+    if not m:
+        return e
+    fld, rule = m.groups()
+    section = re.split(r"[.\[]", fld, maxsplit=1)[0]
+    if section not in inherited:
+        return e
+    line = line_of(base_lines, fld)
+    return InputError(f"{other}{f':{line}' if line else ''}: {fld}: {rule} (inherited by {path} through extends:)")
 
 
 __all__ = ["load_space", "parse_base", "parse_name", "read_space_data", "space_from_data"]
