@@ -104,8 +104,8 @@ def _check(args: argparse.Namespace, space: Any, models: tuple[str, ...] | None,
 
         loader = proxy_data(space.evaluation).train
         have = len(loader) * loader.batch_size
-        if args.batch_size > have:
-            raise InputError(f"--batch-size: {args.batch_size} is more than the {have} training examples an epoch "
+        if opts.batch_size > have:
+            raise InputError(f"--batch-size: {opts.batch_size} is more than the {have} training examples an epoch "
                              f"yields ({len(loader)} batches of evaluation.batch_size {loader.batch_size}); lower "
                              "--batch-size")
     out = check_dir(space, args.runs_dir)

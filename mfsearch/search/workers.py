@@ -53,10 +53,12 @@ def _worker_main(space: Any, ref: Any, worker: int, num_classes: int, threads: i
 
         from .optuna_engine import OptunaSearch
 
-        # Ctrl-C stays ignored (inherited) until the libraries are imported: an interrupt inside a library's
-        # import can be swallowed there and leave the library half-initialised. The parent repeats the signal.
+        # Ctrl-C stays blocked (inherited) until the libraries are imported: an interrupt inside a library's
+        # import can be swallowed there and leave the library half-initialised. Blocked, not ignored: one that
+        # came meanwhile is pending and is delivered here, once the handler is in place.
         sys.unraisablehook = _quiet_lost_interrupt
         signal.signal(signal.SIGINT, _on_sigint)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the command line: its own trial lines
         torch.set_num_threads(threads)
         OptunaSearch(space, ref, progress=False, worker=worker, run_references=worker == 0,
@@ -143,13 +145,17 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
             except queue.Empty:
                 return
 
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children start with Ctrl-C ignored (see _worker_main)
+    # Children start with Ctrl-C blocked (see _worker_main): a Ctrl-C while they start stays pending, here and
+    # in them, instead of being lost (an ignored signal is discarded; a blocked one waits).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         for p in procs:
             p.start()
-    finally:
-        signal.signal(signal.SIGINT, old)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        raise
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C is raised here
         while any(p.is_alive() for p in procs):
             show(0.5)
         for p in procs:
