@@ -352,13 +352,19 @@ def test_two_workers_deterministic_errors_give_one_line(tmp_path, run_cli, tiny_
     assert len(errs) == 1 and "max_failures" in errs[0], r.stderr[-2000:]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay", [0.3, 2.5, 6.0])
 def test_ctrl_c_with_two_workers_exits_130_without_tracebacks(tmp_path, delay, tiny_space):
     p = tiny_space(tmp_path, evaluation={"epochs": 2, "train_size": 3000},
                    search={"trials": 6, "workers": 2, "sampler": "random", "reference_models": False})
+    # as a terminal's foreground job: Ctrl-C at its default action (a process that inherits it ignored, as from a
+    # pytest-xdist worker or a background shell job, rightly keeps ignoring it)
     proc = subprocess.Popen([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], cwd=tmp_path,
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     out, err = proc.communicate(timeout=120)
