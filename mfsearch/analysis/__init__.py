@@ -227,6 +227,24 @@ AXES = {o.column: (o.scale, o.label) for o in OBJECTIVES.values() if o.kind in (
 AXES.update({c: (o.scale, o.measured_label) for c, o in measured_columns().items()})
 
 
+def _accuracy_front(c: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The rows of ``c`` on the front of accuracy (max) against column ``x`` (min)."""
+    return c[pareto_mask(np.stack([-c["accuracy"].astype(float).to_numpy(), c[x].astype(float).to_numpy()], 1))]
+
+
+def _finish(fig: Any, ax: Any, xlabel: str, title: str, path: str | Path | None) -> Any:
+    """The labels, grid and legend every accuracy plot shares; written to ``path`` when given."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig
+
+
 def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,
                x: str = "macs", title: str = "", ax: Any = None, xlabel: str | None = None,
                budget: float | None = None) -> Any:
@@ -256,7 +274,7 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
     if c.empty:
         front = c
     else:  # the front of accuracy against this axis (also for a measurement column, which is no objective)
-        front = c[pareto_mask(np.stack([-c["accuracy"].astype(float).to_numpy(), c[x].astype(float).to_numpy()], 1))]
+        front = _accuracy_front(c, x)
     if not front.empty:
         f = front.sort_values(x)
         ax.step(f[x] * scale, f["accuracy"], where="post", color="C3", lw=1.5, label="Pareto front")
@@ -274,15 +292,7 @@ def plot_front(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str 
         for _, r in conf.iterrows():  # each confirmed mean joined to its search score
             if pd.notna(r["score"]):
                 ax.plot([r[x] * scale] * 2, [r["score"], r["accuracy"]], color="C2", lw=0.8, ls=":", zorder=2)
-    ax.set_xlabel(xlabel or label)
-    ax.set_ylabel("proxy top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path))
-    return fig
+    return _finish(fig, ax, xlabel or label, title, path)
 
 
 def plot_fronts(runs: Sequence[tuple[str, pd.DataFrame, float | None]], path: str | Path | None = None,
@@ -305,8 +315,7 @@ def plot_fronts(runs: Sequence[tuple[str, pd.DataFrame, float | None]], path: st
         color = f"C{i % 10}"
         ax.scatter(search[x] * scale, search["accuracy"], s=6, alpha=0.25, color=color)
         if not search.empty:
-            pts = np.stack([-search["accuracy"].astype(float).to_numpy(), search[x].astype(float).to_numpy()], 1)
-            f = search[pareto_mask(pts)].sort_values(x)
+            f = _accuracy_front(search, x).sort_values(x)
             ax.step(f[x] * scale, f["accuracy"], where="post", color=color, lw=1.6,
                     label=f"{name}: front of {len(search)} trials")
             ax.scatter(f[x] * scale, f["accuracy"], color=color, s=22, zorder=3)
@@ -318,15 +327,7 @@ def plot_fronts(runs: Sequence[tuple[str, pd.DataFrame, float | None]], path: st
         ax.scatter(xv * scale, acc, marker="*", s=140, color="k", zorder=4)
         ax.annotate(name.replace("mobile_former_", "MF-"), (xv * scale, acc), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(label)
-    ax.set_ylabel("proxy top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path))
-    return fig
+    return _finish(fig, ax, label, title, path)
 
 
 def plot_latency_fronts(df: pd.DataFrame, objectives: Sequence[Sequence[str]], path: str | Path | None = None,
