@@ -375,6 +375,36 @@ def test_ctrl_c_with_two_workers_exits_130_without_tracebacks(tmp_path, delay, t
         assert not running, [t.user_attrs for t in running]
 
 
+_IN_PROCESS_RUN = """
+import os, signal, sys, threading
+from pathlib import Path
+from mfsearch.search.workers import run_workers
+from mfsearch.space import load_space
+from mfsearch.store import StudyRef, default_storage_url
+space = load_space(sys.argv[1])
+run_dir = Path(sys.argv[2]); run_dir.mkdir(parents=True)
+before = signal.getsignal(signal.SIGINT)
+threading.Timer(2.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    run_workers(space, StudyRef(space.name, default_storage_url(run_dir), run_dir), 2, 10)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+print("handler restored:", signal.getsignal(signal.SIGINT) is before, flush=True)
+"""
+
+
+def test_an_in_process_search_gives_ctrl_c_back_to_its_caller(tmp_path, tiny_space):
+    """run_workers called from Python (a notebook): after a Ctrl-C has stopped the workers, Ctrl-C works again in
+    the caller (the handler it had, not ignored as during the clean-up)."""
+    p = tiny_space(tmp_path, evaluation={"epochs": 2, "train_size": 3000},
+                   search={"trials": 6, "workers": 2, "sampler": "random", "reference_models": False})
+    proc = subprocess.run([sys.executable, "-c", _IN_PROCESS_RUN, str(p), str(tmp_path / "runs" / "t")], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=120, preexec_fn=_default_sigint)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-2:] == ["interrupted", "handler restored: True"], (proc.stdout,
+                                                                                       proc.stderr[-2000:])
+
+
 # a library whose import catches an interrupt and goes on half-initialised (what happened inside a worker's
 # ``import torch`` on Ctrl-C: numpy without ``flexible``, then an AttributeError instead of exit 130)
 _SWALLOWING_LIBRARY = """

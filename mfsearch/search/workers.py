@@ -162,18 +162,23 @@ def run_workers(space: Any, ref: Any, workers: int, num_classes: int, progress: 
             p.join()
         drain()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        print("mfsearch: stopping the workers; each marks its trial interrupted", file=sys.stderr, flush=True)
-        deadline = time.monotonic() + 30
-        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            for p in procs:  # also when the interrupt reached only this process; repeated (see _on_sigint)
-                if p.is_alive() and p.pid:
-                    os.kill(p.pid, signal.SIGINT)
-            show(1.0)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()  # its trial is failed as interrupted by the next run (its pid is gone)
-            p.join(5)
+        # a second Ctrl-C must not cut the clean-up short; the caller's handler comes back afterwards (a
+        # notebook or any in-process caller keeps a working Ctrl-C)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            print("mfsearch: stopping the workers; each marks its trial interrupted", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + 30
+            while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+                for p in procs:  # also when the interrupt reached only this process; repeated (see _on_sigint)
+                    if p.is_alive() and p.pid:
+                        os.kill(p.pid, signal.SIGINT)
+                show(1.0)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()  # its trial is failed as interrupted by the next run (its pid is gone)
+                p.join(5)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         raise
     finally:
         if bar is not None:
