@@ -186,6 +186,38 @@ def test_confirm_trains_the_best_front_and_the_paper_models_stand_alone_and_resu
     assert len([t for t in load(cwd, "tiny_confirm").get_trials() if t.user_attrs.get("kind") == "confirm"]) == 4
 
 
+@pytest.mark.slow
+def test_confirming_a_standalone_search_reuses_its_runs_as_the_first_seed(tmp_path, run_cli, load):
+    """In a stand-alone search the confirmed trial and the paper model's reference run already are stand-alone
+    runs at evaluation.seed: they become seed 0's confirm trials (same_run_as) and only seed 1 is trained."""
+    import optuna
+
+    from mfsearch.store import REFERENCE_SUFFIX
+
+    space = oneshot_space(tmp_path, name="sa_confirm", budget={"macs": 30_000_000},
+                          evaluation={"strategy": "standalone"},
+                          search={"trials": 3, "seed": 1, "reference_models": ["mobile_former_26m"],
+                                  "confirm": {"top": 1, "seeds": 2}})
+    r = run_cli("run", str(space), "--no-progress", cwd=tmp_path)
+    assert "confirm: 2 stand-alone runs trained now, 2 already stored, 0 failed" in r.stdout, r.stdout[-2000:]
+    study = load(tmp_path, "sa_confirm")
+    ref_study = optuna.load_study(study_name=f"sa_confirm{REFERENCE_SUFFIX}", storage=study._storage)
+    for st in (study, ref_study):
+        by_number = {t.number: t for t in st.get_trials()}
+        conf = sorted((t for t in st.get_trials() if t.user_attrs.get("kind") == "confirm"),
+                      key=lambda t: t.user_attrs["seed"])
+        assert [t.user_attrs["seed"] for t in conf] == [0, 1]
+        first, second = (t.user_attrs for t in conf)
+        src = by_number[first["same_run_as"]]  # seed 0 is the search (or reference) run itself, copied
+        assert src.user_attrs["kind"] in ("search", "reference") and src.user_attrs["seed"] == 0
+        assert first["accuracy"] == src.user_attrs["accuracy"] and first["history"] == src.user_attrs["history"]
+        assert conf[0].values == src.values and first["status"] == "confirmed"
+        assert first["arch_id"] == second["arch_id"] == src.user_attrs["arch_id"]
+        assert "same_run_as" not in second and second["history"]  # seed 1 was trained
+    again = run_cli("run", str(space), "--no-progress", cwd=tmp_path)
+    assert "confirm: 0 stand-alone runs trained now, 4 already stored" in again.stdout, again.stdout[-2000:]
+
+
 def test_a_confirm_block_without_training_data_is_one_line(tmp_path, run_cli):
     p = oneshot_space(tmp_path, objectives=[{"synflow": "maximize"}, {"macs": "minimize"}],
                       evaluation={"strategy": "standalone"}, search={"confirm": {"top": 2, "seeds": 2}})

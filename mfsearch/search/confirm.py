@@ -11,7 +11,10 @@ as the trial it confirms. Confirm trials are not search trials: they never count
 (:func:`mfsearch.analysis.confirmed`).
 
 Resumable: an (architecture, seed) already confirmed in the store is not trained again, so a killed
-run continues with the runs it had not finished.
+run continues with the runs it had not finished. In a stand-alone search the trial being confirmed (or
+the paper model's reference run) already is a stand-alone run at ``evaluation.seed`` with these
+settings: it is stored as that seed's confirm trial (``same_run_as``: its trial number) instead of
+being trained a second time.
 """
 
 from __future__ import annotations
@@ -75,6 +78,32 @@ def _done(study: optuna.Study) -> set[tuple[str, int]]:
             if t.user_attrs.get("kind") == "confirm" and t.user_attrs.get("status") == "confirmed"}
 
 
+#: attributes of a finished run that describe the trial, not the run: not copied into its confirm trial
+_TRIAL_ONLY = frozenset({"kind", "status", "heartbeat", "failure_reason", "confirm_of", "same_run_as"})
+
+
+def _standalone_runs(study: optuna.Study, eval_id: str) -> dict[tuple[str, int], optuna.trial.FrozenTrial]:
+    """(arch_id, seed) -> a finished stand-alone search or reference run of ``study`` at ``eval_id``."""
+    runs: dict[tuple[str, int], optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        ua = t.user_attrs
+        if (ua.get("kind") in ("search", "reference") and ua.get("status") == "trained"
+                and ua.get("fidelity") == "standalone" and ua.get("eval_id") == eval_id):
+            runs.setdefault((ua.get("arch_id"), ua.get("seed")), t)
+    return runs
+
+
+def _reuse_one(study: optuna.Study, space: Space, src: optuna.trial.FrozenTrial, of: Any,
+               params: dict[str, Any], dists: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Store the finished stand-alone run ``src`` as its seed's confirm trial (no training)."""
+    rec = {**{k: v for k, v in src.user_attrs.items() if k not in _TRIAL_ONLY}, **extra, "kind": "confirm",
+           "confirm_of": of, "status": "confirmed", "same_run_as": src.number}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, params=params, distributions=dists, user_attrs=rec,
+                                 values=objective_values(space, rec),
+                                 system_attrs=dict(src.system_attrs)))
+    return rec
+
+
 def _train_one(study: optuna.Study, space: Space, cfg: MobileFormerConfig, seed_index: int, of: Any,
                params: dict[str, Any], dists: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any] | None:
     """Train ``cfg`` stand-alone with one seed as a new trial of ``study``; its record, or None if it failed."""
@@ -134,12 +163,20 @@ def run_confirm(space: Space, ref: StudyRef, num_classes: int, log: Log, referen
     total = len(work) * seeds
     log(f"confirm: training {len(work)} architecture(s) stand-alone with {seeds} seed(s) each ({total} runs; "
         "those already in the store are kept)")
+    eval_id = space.evaluation.eval_id()
     for st, cfg, of, params, dists, extra in work:
         done = _done(st)
+        runs = _standalone_runs(st, eval_id)
         for s in range(seeds):
             seed = space.evaluation.seed + s
             if (cfg.arch_id, seed) in done:
                 reused += 1
+                continue
+            if (cfg.arch_id, seed) in runs:
+                _reuse_one(st, space, runs[(cfg.arch_id, seed)], of, params, dists, extra)
+                reused += 1
+                log(f"confirm {extra.get('name') or cfg.arch_id[:8]} seed {seed}: the stand-alone run of trial "
+                    f"{runs[(cfg.arch_id, seed)].number} (same settings and seed), not trained again")
                 continue
             rec = _train_one(st, space, cfg, s, of, params, dists, extra)
             if rec is None:
