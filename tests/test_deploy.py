@@ -339,7 +339,9 @@ def test_correction_fit_keeps_to_what_the_calibration_supports():
     m = [1.2 * a + 0.5 + 0.2 * b for a, b in zip(s, u)]
     assert fit_correction(s, u, m) == pytest.approx((1.2, 0.5, 0.2, 0.0))
     assert fit_correction(s[:5], u[:5], m[:5])[2] == 0.0  # too few configs for three terms
-    assert fit_correction([3, 2, 1], [5, 6, 7], [1, 2, 3]) == (1.0, 0.0, 0.0, 0.0)  # a falling fit: the ratio of sums
+    # a falling relation: no offset fit (its scale would be negative), only the proportional one
+    assert fit_correction([3, 2, 1], [5, 6, 7], [1, 2, 3]) == pytest.approx((10 / 14, 0.0, 0.0, 0.0))
+    assert fit_correction([], [], []) == (1.0, 0.0, 0.0, 0.0)  # nothing to fit
     # a cost per Mobile->Former bridge the units miss: found when the calibration varies the bridges
     s2, u2 = s + [11, 17], u + [13, 11]
     br = [0, 12, 12, 0, 12, 0, 12, 0, 12, 12, 0, 12]
@@ -351,6 +353,25 @@ def test_correction_fit_keeps_to_what_the_calibration_supports():
     chance = [int(v) for v in rng.integers(0, 2, len(s2)) * 12]
     assert fit_correction(s2, u2, noisy, chance)[3] == 0.0 or \
         _loo(s2, u2, noisy, chance, 4) < _loo(s2, u2, noisy, chance, 3)
+
+
+def test_correction_fit_adds_a_term_only_where_it_predicts_clearly_better():
+    """The one-standard-error rule: over a narrow calibration range an offset fits noise about as well as a
+    proportional fit, and then the proportional one (through zero, safe for smaller models) is kept; a real
+    offset, or a real cost per bridge, is kept."""
+    rng = np.random.default_rng(1)
+    s = rng.uniform(7, 19, 30)  # a space's range, as latency_cpu's calibration (8-18 ms)
+    u = rng.integers(10, 16, 30)
+    br = rng.integers(0, 2, 30) * 10
+    noise = rng.normal(1.0, 0.06, 30)  # 6% measurement noise, as on a shared machine
+    scale, offset, per_unit, per_bridge = fit_correction(s, u, 1.1 * s * noise, br)
+    assert (offset, per_unit, per_bridge) == (0.0, 0.0, 0.0) and scale == pytest.approx(1.1, rel=0.03)
+    # what it predicts for a model a quarter of the calibration's smallest: the proportional fit, not the offset
+    assert scale * 2.0 == pytest.approx(1.1 * 2.0, rel=0.05)
+    scale, offset, *_ = fit_correction(s, u, (1.1 * s + 4.0) * rng.normal(1.0, 0.01, 30), br)
+    assert offset == pytest.approx(4.0, abs=0.6) and scale == pytest.approx(1.1, rel=0.05)  # a real offset is kept
+    *_, per_bridge = fit_correction(s, u, (1.1 * s + 0.3 * br) * rng.normal(1.0, 0.01, 30), br)
+    assert per_bridge == pytest.approx(0.3, rel=0.1)  # and a real cost per bridge
 
 
 def _loo(s, u, m, b, terms):

@@ -666,53 +666,69 @@ def m2f_bridges(cfg: MobileFormerConfig) -> int:
 
 def fit_correction(summed: Sequence[float], units: Sequence[int], measured: Sequence[float],
                    bridges: Sequence[int] | None = None) -> tuple[float, float, float, float]:
-    """``(scale, offset_ms, per_unit_ms, per_bridge_ms)``: least squares of measured on the summed units, 1, the
-    unit count and the count of Mobile->Former bridges, keeping the terms that predict best out of sample.
+    """``(scale, offset_ms, per_unit_ms, per_bridge_ms)``: least squares of measured on the summed units and some
+    of: 1, the unit count, the count of Mobile->Former bridges; the simplest fit that predicts out of sample
+    as well as the best, within noise.
 
     Summed parts miss what lies between them: in a whole model each block's weights come from
     memory, while a block timed alone finds them in cache (294M at 224: the sum of the parts was
     25% under the whole, plus about 0.2 ms per part); and a Mobile->Former bridge, whose tokens
     depend on the image, costs more inside the model than alone (latency_cpu's table: models with
-    that bridge came out 0-13% low, models without 4-17% high under the three-term fit).
+    that bridge came out 0-13% low, models without 4-17% high under a fit without that term).
 
-    Candidates, richest first: four terms (from 12 configs whose unit and bridge counts vary), three
-    (10 configs, varying unit counts), scale and offset (3), each kept only with a positive scale and
-    positive predictions on the calibration. Of those, the one with the lowest leave-one-out RMS
-    relative error wins (a tie: the simpler), so a term is added only where it predicts configs it
-    was not fitted on better; with none, the ratio of the sums.
+    Candidates: the scale alone; scale and bridges (12 configs whose bridge counts vary); scale and
+    offset (3 configs); scale, offset and units (10, varying unit counts); all four (12). Each is kept
+    only with a positive scale and positive predictions on the calibration. Each one's leave-one-out
+    RMS relative error is measured; the fit chosen is the one with the fewest terms whose error is
+    within one standard error of the lowest (the one-standard-error rule), so a term is added only
+    where it predicts configs it was not fitted on clearly better. This matters beyond the
+    calibration's range: calibration configs come from one space (latency_cpu's: 8-18 ms), and an
+    offset fitted there adds its milliseconds to a 4 ms model too, while the proportional fits go
+    through zero. With no candidate, the ratio of the sums.
     """
     s, u, y = (np.asarray(v, dtype=float) for v in (summed, units, measured))
     b = np.zeros_like(s) if bridges is None else np.asarray(bridges, dtype=float)
     ones = np.ones_like(s)
-    designs = []
-    if len(y) >= 12 and np.ptp(u) > 0 and np.ptp(b) > 0:
-        designs.append(np.stack([s, ones, u, b], axis=1))
-    if len(y) >= 10 and np.ptp(u) > 0:
-        designs.append(np.stack([s, ones, u], axis=1))
+    cols = {"scale": s, "offset": ones, "unit": u, "bridge": b}
+    candidates: list[tuple[str, ...]] = [("scale",)]
+    if len(y) >= 12 and np.ptp(b) > 0:
+        candidates.append(("scale", "bridge"))
     if len(y) >= 3:
-        designs.append(np.stack([s, ones], axis=1))
-    best: tuple[float, np.ndarray] | None = None
-    for a in reversed(designs):  # simplest first: a richer fit must do strictly better
+        candidates.append(("scale", "offset"))
+    if len(y) >= 10 and np.ptp(u) > 0:
+        candidates.append(("scale", "offset", "unit"))
+    if len(y) >= 12 and np.ptp(u) > 0 and np.ptp(b) > 0:
+        candidates.append(("scale", "offset", "unit", "bridge"))
+    fits: list[tuple[float, float, tuple[str, ...], np.ndarray]] = []  # (LOO error, its standard error, terms, coef)
+    for terms in candidates:
+        a = np.stack([cols[t] for t in terms], axis=1)
         coef = np.linalg.lstsq(a, y, rcond=None)[0]
-        if coef[0] <= 0 or not np.all(a @ coef > 0):
+        if coef[0] <= 0 or not np.all(a @ coef > 0) or len(y) <= a.shape[1]:
             continue
-        err = _loo_rms(a, y) if len(y) > a.shape[1] else float("inf")
-        if best is None or err < best[0] - 1e-9:
-            best = (err, coef)
-    if best is None:
+        err, se = _loo_rms(a, y, with_se=True)
+        fits.append((err, se, terms, coef))
+    if not fits:
         return (float(y.sum() / s.sum()) if len(y) and s.sum() > 0 else 1.0), 0.0, 0.0, 0.0
-    coef = [float(c) for c in best[1]] + [0.0] * (4 - len(best[1]))
-    return coef[0], coef[1], coef[2], coef[3]
+    lowest = min(fits, key=lambda f: f[0])
+    err, _, terms, coef = min((f for f in fits if f[0] <= lowest[0] + lowest[1] + 1e-9), key=lambda f: len(f[2]))
+    got = dict(zip(terms, (float(c) for c in coef)))
+    return got["scale"], got.get("offset", 0.0), got.get("unit", 0.0), got.get("bridge", 0.0)
 
 
-def _loo_rms(a: np.ndarray, y: np.ndarray) -> float:
-    """Leave-one-out RMS of the relative error of the least-squares fit of ``y`` on ``a``."""
+def _loo_rms(a: np.ndarray, y: np.ndarray, with_se: bool = False) -> Any:
+    """Leave-one-out RMS of the relative error of the least-squares fit of ``y`` on ``a`` (and, with
+    ``with_se``, its standard error, from the spread of the squared errors)."""
     errs = []
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         coef = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0]
         errs.append(float(a[i] @ coef) / y[i] - 1.0)
-    return float(np.sqrt(np.mean(np.square(errs))))
+    sq = np.square(errs)
+    rms = float(np.sqrt(np.mean(sq)))
+    if not with_se:
+        return rms
+    se = float(np.std(sq, ddof=1) / np.sqrt(len(sq)) / (2 * rms)) if rms > 0 and len(sq) > 1 else 0.0
+    return rms, se
 
 
 def sample_space_configs(space: Any, n: int, seed: int) -> list[tuple[int, MobileFormerConfig]]:
