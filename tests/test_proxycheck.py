@@ -93,3 +93,19 @@ def test_proxy_check_command_reports_resumes_and_refuses_bad_input(tmp_path, tin
 def test_proxy_check_missing_space_file(tmp_path, missing, run_cli):
     r = run_cli("proxy-check", missing, cwd=tmp_path, check=False)
     assert r.returncode == 2 and missing in r.stderr and "Traceback" not in r.stderr
+
+
+def test_runs_keep_the_thread_count_a_space_pins_whatever_the_workers(tiny_yaml, monkeypatch):
+    """The thread count changes a CPU result (the proxy sweep measured up to 0.9 points per model), so a space
+    that pins ``evaluation.threads`` runs every check with it; unpinned, the cores are shared out."""
+    import dataclasses
+
+    from mfsearch.proxycheck import _threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    space = load_space(tiny_yaml)
+    unpinned = dataclasses.replace(space, evaluation=dataclasses.replace(space.evaluation, threads=None))
+    assert _threads(unpinned, 2) == 8 and _threads(unpinned, 1) is None
+    for threads in (1, 2):
+        pinned = dataclasses.replace(space, evaluation=dataclasses.replace(space.evaluation, threads=threads))
+        assert _threads(pinned, 1) == _threads(pinned, 2) == _threads(pinned, 8) == threads

@@ -296,11 +296,15 @@ class CheckOptions:
 
 
 def _threads(space: Space, workers: int) -> int | None:
+    """Threads per run: ``evaluation.threads`` where the space pins it (the result depends on it), else the
+    cores shared out among the workers (one worker: torch's default)."""
     import os
 
+    if space.evaluation.threads:
+        return space.evaluation.threads
     if workers > 1:
         return max(1, (os.cpu_count() or 1) // workers)
-    return space.evaluation.threads
+    return None
 
 
 def paper_jobs(space: Space, models: Sequence[str], seeds: Sequence[int], out_dir: Path, workers: int,
