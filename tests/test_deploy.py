@@ -210,9 +210,29 @@ def test_export_a_study_member(tmp_path, load, run_cli, tiny_space):
     run_cli("export", "tiny", "--arch-id", other.user_attrs["arch_id"], "--format", "yaml", "--out",
             str(tmp_path / "e"), cwd=tmp_path)
     assert (tmp_path / "e" / f"tiny_{other.user_attrs['arch_id']}.yaml").is_file()
+    # the 8 characters a trial line prints are enough (a unique prefix); the file carries the full id
+    short = other.user_attrs["arch_id"][:8]
+    run_cli("export", "tiny", "--arch-id", short, "--format", "yaml", "--out", str(tmp_path / "p"), cwd=tmp_path)
+    assert [f.name for f in (tmp_path / "p").iterdir()] == [f"tiny_{other.user_attrs['arch_id']}.yaml"]
     for args, msg in ((("--rank", "99"), "--rank: study tiny has"), (("--arch-id", "0" * 16), "--arch-id: no")):
         r = run_cli("export", str(p), *args, "--out", str(tmp_path / "e"), cwd=tmp_path, check=False)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_arch_id_prefix_of_two_architectures_is_refused_naming_both(monkeypatch):
+    import pandas as pd
+
+    import mfsearch
+    from mfsearch.deploy.export import study_source
+    from mfsearch.errors import InputError
+
+    cfg = json.dumps(mfsearch.get_config("mobile_former_26m").to_dict())  # as results tables hold it
+    df = pd.DataFrame({"study": ["s", "s"], "trial": [0, 1], "kind": ["search", "search"],
+                       "arch_id": ["abcd0001", "abcd0002"], "config": [cfg, cfg], "accuracy": [50.0, 60.0]})
+    monkeypatch.setattr(mfsearch, "load_results", lambda *a, **k: (df, {}))
+    with pytest.raises(InputError, match=r"abcd is the start of 2 architectures .*abcd0001, abcd0002.*more characters"):
+        study_source("s", arch_id="abcd")
+    assert study_source("s", arch_id="abcd0002") is not None
 
 
 # ----------------------------------------------------------------------------- latency table

@@ -133,9 +133,16 @@ def study_source(target: str, rank: int | None = None, arch_id: str | None = Non
     study = str(df["study"].iloc[0]) if len(df) else Path(target).stem
     objectives = attrs.get("objectives") or [["accuracy", "maximize"], ["macs", "minimize"]]
     if arch_id is not None:
-        rows = df[(df["arch_id"] == arch_id) & (df["config"] != "")]
-        if rows.empty:
+        # the full id or a unique prefix of it, as the trial lines print (8 characters)
+        known = sorted({str(a) for a in df.loc[df["config"] != "", "arch_id"] if str(a).startswith(arch_id)}) \
+            if arch_id else []
+        if len(known) > 1:
+            raise InputError(f"--arch-id: {arch_id} is the start of {len(known)} architectures in study {study} "
+                             f"({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}); give more characters")
+        if not known:
             raise InputError(f"--arch-id: no architecture {arch_id} in study {study}; see `mfsearch results {target}`")
+        arch_id = known[0]
+        rows = df[(df["arch_id"] == arch_id) & (df["config"] != "")]
         scored = rows[rows["accuracy"].notna()] if "accuracy" in rows.columns else rows
         row = (scored if len(scored) else rows).sort_values("trial").iloc[0]
         stem, how = f"{study}_{arch_id}", f"arch_id {arch_id}"
