@@ -177,6 +177,26 @@ def test_hypervolume_and_front_on_known_points():
     assert hypervolume(df, obj, {"accuracy": 0.0, "macs": 100.0}) == pytest.approx(0.59)
 
 
+def test_confirmed_means_keep_every_objective_so_a_latency_front_has_a_hypervolume():
+    """search.confirm in a latency search: the confirmed table carries each architecture's latency, and the
+    hypervolume of the confirmed means is computed in accuracy x latency (it raised KeyError: latency_ms)."""
+    from mfsearch.analysis import confirmed
+
+    rows = [{"trial": 0, "kind": "search", "arch_id": "a", "name": "", "accuracy": 80.0, "latency_ms": 5.0},
+            {"trial": 1, "kind": "search", "arch_id": "b", "name": "", "accuracy": 70.0, "latency_ms": 2.0}]
+    rows += [{"trial": 2 + i, "kind": "confirm", "arch_id": a, "name": "", "seed": s, "accuracy": acc,
+              "latency_ms": lat} for i, (a, s, acc, lat) in enumerate(
+                  [("a", 0, 80.0, 5.0), ("a", 1, 78.0, 5.0), ("b", 0, 70.0, 2.0), ("b", 1, 72.0, 2.0)])]
+    df = pd.DataFrame(rows).assign(status=lambda d: d["kind"].map({"search": "trained", "confirm": "confirmed"}),
+                                   feasible=True, macs=1e6, params=1e5, summary="x")
+    conf = confirmed(df)
+    assert list(conf["arch_id"]) == ["a", "b"] and list(conf["latency_ms"]) == [5.0, 2.0]
+    assert list(conf["accuracy"]) == [79.0, 71.0] and list(conf["seeds"]) == [2, 2]
+    obj = [["accuracy", "maximize"], ["latency", "minimize"]]
+    # boxes of (79 %, 5 ms) and (71 %, 2 ms) under (0 %, 10 ms): 0.79 x 0.5 + 0.71 x 0.3
+    assert hypervolume(conf, obj, {"accuracy": 0.0, "latency": 10.0}) == pytest.approx(0.79 * 0.5 + 0.71 * 0.3)
+
+
 def test_trials_frame_is_tidy(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])
     t = study.ask()

@@ -114,9 +114,14 @@ def confirmed(df: pd.DataFrame) -> pd.DataFrame:
     the 95% confidence interval (Student t; none with one seed) beside its search score (``score``: the
     one-shot or proxy accuracy of the trial or paper model it confirms). Columns: ``arch_id``, ``name``,
     ``source`` (search / reference), ``macs``, ``params``, ``summary``, ``score``, ``accuracy`` (the mean),
-    ``ci95``, ``std``, ``seeds``, ``kind`` (``confirmed``), ``feasible``, ``status``."""
+    ``ci95``, ``std``, ``seeds``, ``kind`` (``confirmed``), ``feasible``, ``status``, and every other objective
+    column the trials carry (``latency_ms``...; an architecture's, the same for each of its seeds), so the
+    confirmed means have a front and a hypervolume in any objectives."""
     cols = ["trial", "arch_id", "name", "source", "macs", "params", "summary", "score", "accuracy", "ci95", "std",
             "seeds", "kind", "feasible", "status"]
+    extra = [c for c in dict.fromkeys([*OBJECTIVE_COLUMNS.values(), "latency_measured_ms"])
+             if c in df.columns and c not in cols]
+    cols += extra
     if df.empty or "kind" not in df.columns:
         return pd.DataFrame(columns=cols)
     c = df[(df["kind"] == "confirm") & (df["status"] == "confirmed") & df["accuracy"].notna()]
@@ -139,7 +144,8 @@ def confirmed(df: pd.DataFrame) -> pd.DataFrame:
                      "macs": first["macs"], "params": first["params"], "summary": first["summary"],
                      "score": float(src["accuracy"]) if src is not None else float("nan"),
                      "accuracy": float(acc.mean()), "ci95": ci, "std": std, "seeds": n, "kind": "confirmed",
-                     "feasible": bool(g["feasible"].all()), "status": "confirmed"})
+                     "feasible": bool(g["feasible"].all()), "status": "confirmed",
+                     **{k: first[k] for k in extra}})
     return pd.DataFrame(rows, columns=cols).sort_values("accuracy", ascending=False, ignore_index=True)
 
 
