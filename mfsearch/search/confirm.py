@@ -71,26 +71,24 @@ def front_to_confirm(study: optuna.Study, space: Space, top: int) -> list[optuna
     return [by_number[int(n)] for n in best["trial"]]
 
 
-def _done(study: optuna.Study) -> set[tuple[str, int]]:
-    """(arch_id, seed) pairs already confirmed in ``study``."""
-    return {(t.user_attrs.get("arch_id"), t.user_attrs.get("seed"))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("kind") == "confirm" and t.user_attrs.get("status") == "confirmed"}
-
-
 #: attributes of a finished run that describe the trial, not the run: not copied into its confirm trial
 _TRIAL_ONLY = frozenset({"kind", "status", "heartbeat", "failure_reason", "confirm_of", "same_run_as"})
 
 
-def _standalone_runs(study: optuna.Study, eval_id: str) -> dict[tuple[str, int], optuna.trial.FrozenTrial]:
-    """(arch_id, seed) -> a finished stand-alone search or reference run of ``study`` at ``eval_id``."""
+def _stored(study: optuna.Study, eval_id: str) -> tuple[set[tuple[str, int]], dict[tuple[str, int], Any]]:
+    """One pass over ``study``'s finished trials: the (arch_id, seed) pairs already confirmed, and
+    (arch_id, seed) -> a finished stand-alone search or reference run at ``eval_id``."""
+    done: set[tuple[str, int]] = set()
     runs: dict[tuple[str, int], optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         ua = t.user_attrs
-        if (ua.get("kind") in ("search", "reference") and ua.get("status") == "trained"
-                and ua.get("fidelity") == "standalone" and ua.get("eval_id") == eval_id):
-            runs.setdefault((ua.get("arch_id"), ua.get("seed")), t)
-    return runs
+        key = (ua.get("arch_id"), ua.get("seed"))
+        if ua.get("kind") == "confirm" and ua.get("status") == "confirmed":
+            done.add(key)
+        elif (ua.get("kind") in ("search", "reference") and ua.get("status") == "trained"
+              and ua.get("fidelity") == "standalone" and ua.get("eval_id") == eval_id):
+            runs.setdefault(key, t)
+    return done, runs
 
 
 def _reuse_one(study: optuna.Study, space: Space, src: optuna.trial.FrozenTrial, of: Any,
@@ -165,18 +163,18 @@ def run_confirm(space: Space, ref: StudyRef, num_classes: int, log: Log, referen
         "those already in the store are kept)")
     eval_id = space.evaluation.eval_id()
     for st, cfg, of, params, dists, extra in work:
-        done = _done(st)
-        runs = _standalone_runs(st, eval_id)
+        done, runs = _stored(st, eval_id)
         for s in range(seeds):
             seed = space.evaluation.seed + s
             if (cfg.arch_id, seed) in done:
                 reused += 1
                 continue
-            if (cfg.arch_id, seed) in runs:
-                _reuse_one(st, space, runs[(cfg.arch_id, seed)], of, params, dists, extra)
+            src = runs.get((cfg.arch_id, seed))
+            if src is not None:
+                _reuse_one(st, space, src, of, params, dists, extra)
                 reused += 1
                 log(f"confirm {extra.get('name') or cfg.arch_id[:8]} seed {seed}: the stand-alone run of trial "
-                    f"{runs[(cfg.arch_id, seed)].number} (same settings and seed), not trained again")
+                    f"{src.number} (same settings and seed), not trained again")
                 continue
             rec = _train_one(st, space, cfg, s, of, params, dists, extra)
             if rec is None:
