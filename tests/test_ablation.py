@@ -321,6 +321,35 @@ def test_seed_rule_resumes_to_the_same_runs_after_an_interruption_anywhere(tmp_p
         assert sorted((r["arm"], r["seed"]) for r in resumed) == want, cut
 
 
+def _synthetic_with_paper(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: mobile_former_52m\nbaseline: base\nseeds: {min: 3, max: 8, target: 0.5}\narms:\n"
+                 "  base: {}\n  clear: {activation: relu}\n  noisy: {activation: relu6}\n  flat: {activation: prelu}\n"
+                 "  diverges: {ffn: false}\npaper:\n  direction: {clear: up, noisy: up, flat: same}\n")
+    return load_experiment(f)
+
+
+def test_an_unfinished_campaign_says_which_arms_are_open_and_gives_them_no_verdict(tmp_path):
+    exp = _synthetic_with_paper(tmp_path)
+    first = [_record(exp, a.name, s) for s in range(3) for a in exp.arms]  # the first min seeds only
+    rows = summarise(exp, first)
+    by = {r["arm"]: r for r in rows}
+    assert by["noisy"]["stop"] == "open" and not any(r["complete"] for r in rows)
+    assert by["clear"]["verdict"] == "agree"  # stopped: excludes 0 on the paper's side
+    text = summary_markdown(rows)
+    assert "| e | 52m | noisy | +0.0% | 3, open |" in text and text.count("| open |") == 1
+    assert "(3 arms): 2 agree, 0 contradict, 0 inconclusive (our 95% CI includes 0), 1 still open" in text
+    assert "| e | 52m | 15 (1) | 0 | unfinished (2 arm(s) open) |" in text  # diverges' seed 1 failed
+    from mfsearch.ablation import report_markdown
+
+    assert "**Unfinished:**" in report_markdown(exp, rows) and "open: noisy, diverges" in report_markdown(exp, rows)
+    done, _ = _drive(exp, first)  # run the rule to its end: every arm stopped, the campaign done
+    rows = summarise(exp, done)
+    assert all(r["complete"] for r in rows) and "open" not in {r["stop"] for r in rows}
+    text = summary_markdown(rows)
+    assert "still open" not in text and "| done |" in text and "**Unfinished:**" not in report_markdown(exp, rows)
+
+
 def test_a_fixed_seed_list_runs_as_before(tmp_path):
     exp = _synthetic(tmp_path, "[4, 0, 7]")
     assert exp.seed_rule is None and exp.seeds == (4, 0, 7)
@@ -446,6 +475,29 @@ def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     r = _cli("ablation-summary", "--runs-dir", runs, timeout=120)
     assert r.returncode == 0 and "| quick | 26m | b |" in r.stdout
     assert (tmp_path / "runs" / "ablations" / "SUMMARY.md").is_file()
+
+
+@pytest.mark.slow
+def test_ablate_report_only_reports_the_stored_runs_and_trains_nothing(tmp_path):
+    exp = _synthetic_with_paper(tmp_path)
+    runs = tmp_path / "runs"
+    r = _cli("ablate", str(exp.path), "--report-only", "--runs-dir", str(runs), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--report-only" in r.stderr
+    assert "no finished runs" in r.stderr
+    run_dir = runs / "ablations" / "e"
+    for s in range(3):
+        for a in exp.arms:
+            append_jsonl(run_dir / "records.jsonl", {**_record(exp, a.name, s), "cpu_s": 60.0})
+    before = (run_dir / "records.jsonl").read_text()
+    r = _cli("ablate", str(exp.path), "--report-only", "--runs-dir", str(runs), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run_dir / "records.jsonl").read_text() == before  # trained nothing
+    assert "**Unfinished:**" in (run_dir / "report.md").read_text() and (run_dir / "report.png").is_file()
+    rep = json.loads((run_dir / "report.json").read_text())
+    assert rep["complete"] is False and {x["arm"]: x["stop"] for x in rep["rows"]}["noisy"] == "open"
+    assert not list(run_dir.glob(".*.tmp"))  # written whole, then moved into place
+    r = _cli("ablation-summary", "--runs-dir", str(runs), timeout=120)
+    assert r.returncode == 0 and "| e | 52m | 15 (1) | 15 | unfinished (2 arm(s) open) |" in r.stdout
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -445,6 +446,7 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
         cpu[r["arm"]] = cpu.get(r["arm"], 0.0) + r.get("cpu_s", r.get("total_s", 0.0))
         if r.get("status") == "trained":
             meta[r["arm"]] = {"macs": r["macs"], "params": r["params"], "arch_id": r["arch_id"]}
+    pending = next_runs(exp, recs)  # what the seed rule (or the fixed list) still wants
     base_macs = meta.get(exp.baseline, {}).get("macs")
     base_paper = exp.arm(exp.baseline).paper_top1
     decisions = arm_decisions(exp, recs)
@@ -482,7 +484,7 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
             "paper_top1": arm.paper_top1, "paper_diff": None if arm.twin_of else paper_diff,
             "paper_direction": None if is_base else paper_dir, "agree": agree,
             "verdict": None if is_base or paper_dir is None else VERDICTS[agree],
-            "cpu_s": round(cpu.get(arm.name, 0.0), 1),
+            "cpu_s": round(cpu.get(arm.name, 0.0), 1), "complete": not pending,
         })
     return rows
 
@@ -529,8 +531,13 @@ def report_markdown(exp: Experiment, rows: list[dict[str, Any]], wall_s: float |
              f"Proxy{src}: {ev.dataset} at {ev.image_size}x{ev.image_size}, {ev.train_size} images, "
              f"{ev.epochs} epoch(s), {ev.val_size} validation images (eval_id {ev.eval_id()}). "
              f"{cpu_min:.1f} CPU-minutes over all stored runs"
-             + (f"; this command ran {wall_s / 60:.1f} min (wall)." if wall_s else "."), "",
-             "| arm | MACs@224 (M) | MACs vs baseline | params (M) | seeds | proxy top-1 (mean +/- std) "
+             + (f"; this command ran {wall_s / 60:.1f} min (wall)." if wall_s else "."), ""]
+    if rows and not rows[0].get("complete", True):
+        open_arms = [r["arm"] for r in rows if r.get("stop") == "open"]
+        lines += ["**Unfinished:** the seed rule still wants runs"
+                  + (f" (arms still open: {', '.join(open_arms)})" if open_arms else "")
+                  + f"; `mfsearch ablate {exp.path}` resumes. Read an open arm's interval as provisional.", ""]
+    lines += ["| arm | MACs@224 (M) | MACs vs baseline | params (M) | seeds | proxy top-1 (mean +/- std) "
              "| diff vs baseline [95% CI] | MDE 80% | ours | paper top-1 | paper diff | paper dir | verdict |",
              "|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
@@ -562,7 +569,7 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
     ax.set_title(f"{exp.name} ({exp.base}; mean +/- std over each arm's seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     return path
 
 
@@ -570,13 +577,23 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None) ->
     rows = summarise(exp, read_records(run_dir))
     if not rows:
         raise InputError(f"{exp.path}: no finished records in {run_dir}; run the experiment first")
-    (run_dir / "report.md").write_text(report_markdown(exp, rows, wall_s))
     rep = {"experiment": exp.name, "base": exp.base, "eval_id": exp.evaluation.eval_id(),
            "seed_rule": exp.seed_rule.to_dict() if exp.seed_rule else None, "seeds": list(exp.seeds),
-           "rows": rows, "wall_s": wall_s, "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in rows), 1)}
-    (run_dir / "report.json").write_text(finite_json(rep))
-    plot_report(exp, rows, run_dir / "report.png")
+           "rows": rows, "wall_s": wall_s, "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in rows), 1),
+           "complete": rows[0]["complete"]}
+    # each file whole or not at all: ablation-summary may read them while a campaign writes them
+    _write_atomic(run_dir / "report.md", report_markdown(exp, rows, wall_s).encode())
+    _write_atomic(run_dir / "report.json", finite_json(rep).encode())
+    png = run_dir / ".report.png.tmp"
+    plot_report(exp, rows, png)
+    os.replace(png, run_dir / "report.png")
     return rows
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def collect_reports(root: str | Path) -> list[dict[str, Any]]:
@@ -592,7 +609,27 @@ def collect_reports(root: str | Path) -> list[dict[str, Any]]:
 def _verdict(r: dict[str, Any]) -> str:
     if r["paper_direction"] is None or r["baseline"]:
         return "-"
+    if r.get("stop") == "open":  # the rule still adds seeds: no verdict yet
+        return "open"
     return VERDICTS.get(r["agree"], "inconclusive")
+
+
+def _campaign_table(rows: list[dict[str, Any]]) -> str:
+    """Per experiment: its runs, their CPU-minutes and whether the seed rule is done."""
+    lines = ["| experiment | model | runs (failed) | CPU-min | seed rule |", "|---|---|---:|---:|---|"]
+    for name in dict.fromkeys(r["experiment"] for r in rows):
+        rs = [r for r in rows if r["experiment"] == name]
+        runs, failed = sum(r.get("tried", r["seeds"]) for r in rs), sum(r.get("failed", 0) for r in rs)
+        n_open = sum(r.get("stop") == "open" for r in rs)
+        done = rs[0].get("complete")
+        state = ("-" if done is None else "done" if done
+                 else f"unfinished ({n_open} arm(s) open)" if n_open else "unfinished")
+        model = str(rs[0].get("model") or "-").removeprefix("mobile_former_")
+        lines.append(f"| {name} | {model} | {runs}" + (f" ({failed})" if failed else "") + " | "
+                     f"{sum(r.get('cpu_s', 0.0) for r in rs) / 60:.0f} | {state} |")
+    total = sum(r.get("cpu_s", 0.0) for r in rows) / 60
+    lines.append(f"| **total** | | {sum(r.get('tried', r['seeds']) for r in rows)} | {total:.0f} | |")
+    return "\n".join(lines)
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
@@ -604,24 +641,25 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| experiment | model | arm | MACs vs baseline | seeds | proxy diff vs baseline [95% CI] | MDE 80% "
              "| ours | paper | verdict |",
              "|---|---|---|---:|---|---:|---:|---|---|---|"]
-    counts = {False: [0, 0, 0], True: [0, 0, 0]}  # matched -> agree, contradict, inconclusive
+    counts = {False: [0, 0, 0, 0], True: [0, 0, 0, 0]}  # matched -> agree, contradict, inconclusive, open
     for r in rows:
         if r["baseline"]:
             continue
         if r["paper_direction"] is not None:
             c = counts[bool(r.get("matched"))]
-            c[{True: 0, False: 1}.get(r["agree"], 2)] += 1
+            c[3 if r.get("stop") == "open" else {True: 0, False: 1}.get(r["agree"], 2)] += 1
         paper = r["paper_direction"] or "no number (hypothesis)"
         model = str(r.get("model") or "-").removeprefix("mobile_former_")
         lines.append(f"| {r['experiment']} | {model} | {r['arm']} | {_macs_change(r)} | {_seeds_cell(r)} | "
                      f"{_diff_cell(r)} | {_num(r.get('mde'), '.2f')} | {r['ours']} | {paper} | {_verdict(r)} |")
     lines.append("")
-    a, c, i = counts[False]
-    lines.append(f"Where the paper gives a direction ({a + c + i} arms): {a} agree, {c} contradict, "
-                 f"{i} inconclusive (our 95% CI includes 0).")
-    a, c, i = counts[True]
-    if a + c + i:
-        lines.append(f"The same claims at matched MACs ({a + c + i} arms): {a} agree, {c} contradict, "
-                     f"{i} inconclusive.")
-    lines += ["", MDE_NOTE]
+    a, c, i, o = counts[False]
+    lines.append(f"Where the paper gives a direction ({a + c + i + o} arms): {a} agree, {c} contradict, "
+                 f"{i} inconclusive (our 95% CI includes 0)"
+                 + (f", {o} still open (more seeds to come)." if o else "."))
+    a, c, i, o = counts[True]
+    if a + c + i + o:
+        lines.append(f"The same claims at matched MACs ({a + c + i + o} arms): {a} agree, {c} contradict, "
+                     f"{i} inconclusive" + (f", {o} still open." if o else "."))
+    lines += ["", _campaign_table(rows), "", MDE_NOTE]
     return "\n".join(lines) + "\n"

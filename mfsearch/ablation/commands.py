@@ -27,6 +27,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 for e in exps]
     if args.plan:
         return _plan(args, exps)
+    if args.report_only:
+        return _report_only(args, exps)
     for exp in exps:
         t0 = time.perf_counter()
         try:
@@ -36,6 +38,28 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
         print(report_markdown(exp, rows, time.perf_counter() - t0))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
+    return 0
+
+
+def _report_only(args: argparse.Namespace, exps: list) -> int:
+    """Write each experiment's report from the runs stored so far; train nothing."""
+    from ..errors import InputError
+    from . import read_records, report_markdown, run_dir_for, summarise, write_report
+
+    written = 0
+    for exp in exps:
+        run_dir = run_dir_for(exp, args.runs_dir)
+        if not summarise(exp, read_records(run_dir)):
+            print(f"{exp.path}: no finished runs under eval_id {exp.evaluation.eval_id()} in {run_dir}; "
+                  "no report", file=sys.stderr)
+            continue
+        rows = write_report(exp, run_dir)
+        print(report_markdown(exp, rows))
+        print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
+        written += 1
+    if not written:
+        raise InputError("--report-only: none of the experiments has a finished run yet; run `mfsearch ablate "
+                         "FILE` first")
     return 0
 
 
@@ -89,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true",
                    help="train nothing: time every arm briefly (1 thread) and print the estimated CPU-minutes per "
                         "experiment and arm at the least and the most seeds (runs/ablations/PLAN.md)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write each experiment's report from the runs stored so far (an unfinished "
+                        "campaign says which arms are still open)")
     p.add_argument("--plan-steps", type=int, default=3, help="timed training steps per arm config for --plan")
     p.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     p.set_defaults(func=cmd_ablate)
