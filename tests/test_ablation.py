@@ -336,6 +336,7 @@ def test_an_unfinished_campaign_says_which_arms_are_open_and_gives_them_no_verdi
     by = {r["arm"]: r for r in rows}
     assert by["noisy"]["stop"] == "open" and not any(r["complete"] for r in rows)
     assert by["clear"]["verdict"] == "agree"  # stopped: excludes 0 on the paper's side
+    assert by["noisy"]["verdict"] == "open" and by["diverges"]["verdict"] is None  # no paper claim
     text = summary_markdown(rows)
     assert "| e | 52m | noisy | +0.0% | 3, open |" in text and text.count("| open |") == 1
     assert "(3 arms): 2 agree, 0 contradict, 0 inconclusive (our 95% CI includes 0), 1 still open" in text

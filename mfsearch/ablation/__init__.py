@@ -483,7 +483,8 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
             "mde": None if is_base else st["mde"], "ours": ours,
             "paper_top1": arm.paper_top1, "paper_diff": None if arm.twin_of else paper_diff,
             "paper_direction": None if is_base else paper_dir, "agree": agree,
-            "verdict": None if is_base or paper_dir is None else VERDICTS[agree],
+            "verdict": (None if is_base or paper_dir is None
+                        else "open" if decisions[arm.name] == "open" else VERDICTS[agree]),
             "cpu_s": round(cpu.get(arm.name, 0.0), 1), "complete": not pending,
         })
     return rows
