@@ -398,7 +398,7 @@ def _loo(s, u, m, b, terms):
     from mfsearch.deploy.latency_table import _loo_rms
 
     a = np.stack([np.asarray(s, float), np.ones(len(s)), np.asarray(u, float), np.asarray(b, float)], 1)[:, :terms]
-    return _loo_rms(a, np.asarray(m, float))
+    return _loo_rms(a, np.asarray(m, float))[0]
 
 
 def test_table_round_trips_through_json(small_table):

@@ -705,7 +705,7 @@ def fit_correction(summed: Sequence[float], units: Sequence[int], measured: Sequ
         coef = np.linalg.lstsq(a, y, rcond=None)[0]
         if coef[0] <= 0 or not np.all(a @ coef > 0) or len(y) <= a.shape[1]:
             continue
-        err, se = _loo_rms(a, y, with_se=True)
+        err, se = _loo_rms(a, y)
         fits.append((err, se, terms, coef))
     if not fits:
         return (float(y.sum() / s.sum()) if len(y) and s.sum() > 0 else 1.0), 0.0, 0.0, 0.0
@@ -715,9 +715,9 @@ def fit_correction(summed: Sequence[float], units: Sequence[int], measured: Sequ
     return got["scale"], got.get("offset", 0.0), got.get("unit", 0.0), got.get("bridge", 0.0)
 
 
-def _loo_rms(a: np.ndarray, y: np.ndarray, with_se: bool = False) -> Any:
-    """Leave-one-out RMS of the relative error of the least-squares fit of ``y`` on ``a`` (and, with
-    ``with_se``, its standard error, from the spread of the squared errors)."""
+def _loo_rms(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Leave-one-out RMS of the relative error of the least-squares fit of ``y`` on ``a``, and its
+    standard error (from the spread of the squared errors; 0 with fewer than two points)."""
     errs = []
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
@@ -725,8 +725,6 @@ def _loo_rms(a: np.ndarray, y: np.ndarray, with_se: bool = False) -> Any:
         errs.append(float(a[i] @ coef) / y[i] - 1.0)
     sq = np.square(errs)
     rms = float(np.sqrt(np.mean(sq)))
-    if not with_se:
-        return rms
     se = float(np.std(sq, ddof=1) / np.sqrt(len(sq)) / (2 * rms)) if rms > 0 and len(sq) > 1 else 0.0
     return rms, se
 
