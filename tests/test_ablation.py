@@ -340,7 +340,7 @@ def test_an_unfinished_campaign_says_which_arms_are_open_and_gives_them_no_verdi
     text = summary_markdown(rows)
     assert "| e | 52m | noisy | +0.0% | 3, open |" in text and text.count("| open |") == 1
     assert "(3 arms): 2 agree, 0 contradict, 0 inconclusive (our 95% CI includes 0), 1 still open" in text
-    assert "| e | 52m | 15 (1) | 0 | unfinished (2 arm(s) open) |" in text  # diverges' seed 1 failed
+    assert "| e | 52m | 15 (1 failed) | 0 | unfinished (2 arm(s) open) |" in text  # diverges' seed 1 failed
     from mfsearch.ablation import report_markdown
 
     assert "**Unfinished:**" in report_markdown(exp, rows) and "open: noisy, diverges" in report_markdown(exp, rows)
@@ -498,7 +498,36 @@ def test_ablate_report_only_reports_the_stored_runs_and_trains_nothing(tmp_path)
     assert rep["complete"] is False and {x["arm"]: x["stop"] for x in rep["rows"]}["noisy"] == "open"
     assert not list(run_dir.glob(".*.tmp"))  # written whole, then moved into place
     r = _cli("ablation-summary", "--runs-dir", str(runs), timeout=120)
-    assert r.returncode == 0 and "| e | 52m | 15 (1) | 15 | unfinished (2 arm(s) open) |" in r.stdout
+    assert r.returncode == 0 and "| e | 52m | 15 (1 failed) | 15 | unfinished (2 arm(s) open) |" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_run_another_experiment_stored_is_copied_not_trained_again(tmp_path):
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("name: one\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1]\narms:\n  a: {}\n"
+                   "  b: {activation: relu}\n" + TINY_EVAL)
+    # the same relu architecture under another arm name, and one seed more than `one` has
+    two.write_text("name: two\nbase: mobile_former_26m\nbaseline: relu\nseeds: [0, 1, 2]\narms:\n"
+                   "  relu: {activation: relu}\n  relu6: {activation: relu6}\n" + TINY_EVAL)
+    runs = str(tmp_path / "runs")
+    assert _cli("ablate", str(one), "--runs-dir", runs).returncode == 0
+    r = _cli("ablate", str(two), "--runs-dir", runs)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = {(x["arm"], x["seed"]): x for x in read_records(tmp_path / "runs" / "ablations" / "two")}
+    first = {(x["arm"], x["seed"]): x for x in read_records(tmp_path / "runs" / "ablations" / "one")}
+    for s in (0, 1):  # copied from `one`, where they were trained
+        assert recs["relu", s]["same_run_as"] == "one:b" and recs["relu", s]["cpu_s"] == 0.0
+        assert recs["relu", s]["accuracy"] == first["b", s]["accuracy"]
+    assert "same_run_as" not in recs["relu", 2] and recs["relu", 2]["cpu_s"] > 0  # `one` has no seed 2
+    assert not any("same_run_as" in recs["relu6", s] for s in range(3))
+    assert "the same run as one:b (not trained again)" in r.stderr
+    assert "2 runs copied from another experiment's identical run (0 CPU)" in r.stdout
+    # and a copy is what training would have given: `two` alone, in a folder of its own
+    alone = str(tmp_path / "alone")
+    assert _cli("ablate", str(two), "--runs-dir", alone).returncode == 0
+    fresh = {(x["arm"], x["seed"]): x for x in read_records(tmp_path / "alone" / "ablations" / "two")}
+    assert all("same_run_as" not in x for x in fresh.values())
+    assert {k: x["accuracy"] for k, x in fresh.items()} == {k: x["accuracy"] for k, x in recs.items()}
 
 
 @pytest.mark.slow

@@ -375,6 +375,7 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
         todo = next_runs(exp, read_records(run_dir))
         if not todo:
             return run_dir
+        elsewhere = stored_elsewhere(run_dir)
         for arm, seed in todo:
             cfg, cx = configs[arm], costs[arm]
             ev = dataclasses.replace(exp.evaluation, seed=seed)
@@ -382,6 +383,15 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
             rec: dict[str, Any] = {"experiment": exp.name, "arm": arm, "seed": seed, "eval_id": eval_id,
                                    "config": cfg.to_dict(), "arch_id": cfg.arch_id, "macs": cx.macs,
                                    "params": cx.params, "versions": versions()}
+            src = elsewhere.get((cfg.arch_id, eval_id, seed))
+            if src is not None and _same_architecture(src.get("config"), rec["config"]):
+                rec.update(status="trained", accuracy=src["accuracy"], history=src.get("history"),
+                           train_s=src.get("train_s"), versions=src.get("versions", rec["versions"]),
+                           threads=src.get("threads"), total_s=0.0, cpu_s=0.0, same_run_as=src["same_run_as"])
+                append_jsonl(run_dir / "records.jsonl", rec)
+                log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {rec['accuracy']:.2f}%  "
+                    f"the same run as {src['same_run_as']} (not trained again)")
+                continue
             try:
                 # adaptive rounds go seed by seed: keep only this seed's data in memory
                 data = proxy_data(ev, only=exp.seed_rule is not None)
@@ -397,6 +407,32 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
             log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {acc}  "
                 f"{rec['total_s']:.0f}s ({rec['cpu_s'] / 60:.1f} CPU-min)")
     raise RunError(f"{run_dir / 'records.jsonl'}: runs are appended but not read back; check the file and the disk")
+
+
+def stored_elsewhere(run_dir: Path) -> dict[tuple[Any, Any, Any], dict[str, Any]]:
+    """Trained runs that other experiments beside ``run_dir`` stored, by (arch_id, eval_id, seed).
+
+    The same architecture under the same evaluation settings and seed is the same run: several
+    experiments share arms (every axis's baseline is its preset as shipped), so a run another
+    experiment has stored is copied (``same_run_as``: ``experiment:arm`` where it was trained) instead
+    of trained again. Records are read as they stand: another experiment may be appending to them.
+    """
+    out: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for f in sorted(run_dir.parent.glob("*/records.jsonl")):
+        if f.parent.resolve() == run_dir.resolve():
+            continue
+        for r in read_records(f.parent):
+            if r.get("status") != "trained" or not isinstance(r.get("accuracy"), (int, float)):
+                continue
+            key = (r.get("arch_id"), r.get("eval_id"), r.get("seed"))
+            out.setdefault(key, {**r, "same_run_as": r.get("same_run_as") or f"{f.parent.name}:{r.get('arm')}"})
+    return out
+
+
+def _same_architecture(a: Any, b: dict[str, Any]) -> bool:
+    """The same config whatever its name (the arm's name is not part of the architecture)."""
+    return isinstance(a, dict) and {k: v for k, v in a.items() if k != "name"} == {
+        k: v for k, v in b.items() if k != "name"}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -442,8 +478,10 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
     tried, by_arm = _by_arm(exp, recs)
     meta: dict[str, dict[str, Any]] = {}
     cpu: dict[str, float] = {}
+    reused: dict[str, int] = {}
     for r in recs:
         cpu[r["arm"]] = cpu.get(r["arm"], 0.0) + r.get("cpu_s", r.get("total_s", 0.0))
+        reused[r["arm"]] = reused.get(r["arm"], 0) + ("same_run_as" in r)
         if r.get("status") == "trained":
             meta[r["arm"]] = {"macs": r["macs"], "params": r["params"], "arch_id": r["arch_id"]}
     pending = next_runs(exp, recs)  # what the seed rule (or the fixed list) still wants
@@ -485,7 +523,7 @@ def summarise(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, 
             "paper_direction": None if is_base else paper_dir, "agree": agree,
             "verdict": (None if is_base or paper_dir is None
                         else "open" if decisions[arm.name] == "open" else VERDICTS[agree]),
-            "cpu_s": round(cpu.get(arm.name, 0.0), 1), "complete": not pending,
+            "cpu_s": round(cpu.get(arm.name, 0.0), 1), "reused": reused.get(arm.name, 0), "complete": not pending,
         })
     return rows
 
@@ -526,12 +564,14 @@ def report_markdown(exp: Experiment, rows: list[dict[str, Any]], wall_s: float |
     match = {False: "budgets not matched", True: "arms more than 1% off the baseline's MACs rescaled to them",
              "both": "arms more than 1% off the baseline's MACs kept and also matched (`_matched`)"}[exp.match_budget]
     cpu_min = sum(r.get("cpu_s", 0.0) for r in rows) / 60
+    n_reused = sum(r.get("reused", 0) for r in rows)
     src = f" (from `{exp.evaluation_from}`)" if exp.evaluation_from else ""
     lines = [f"# Ablation: {exp.name}", ""] + ([exp.description.strip(), ""] if exp.description.strip() else []) + [
              f"Baseline model `{exp.base}` (arm `{exp.baseline}`), {exp.seeds_text()}, {match}. "
              f"Proxy{src}: {ev.dataset} at {ev.image_size}x{ev.image_size}, {ev.train_size} images, "
              f"{ev.epochs} epoch(s), {ev.val_size} validation images (eval_id {ev.eval_id()}). "
              f"{cpu_min:.1f} CPU-minutes over all stored runs"
+             + (f"; {n_reused} runs copied from another experiment's identical run (0 CPU)" if n_reused else "")
              + (f"; this command ran {wall_s / 60:.1f} min (wall)." if wall_s else "."), ""]
     if rows and not rows[0].get("complete", True):
         open_arms = [r["arm"] for r in rows if r.get("stop") == "open"]
@@ -617,16 +657,18 @@ def _verdict(r: dict[str, Any]) -> str:
 
 def _campaign_table(rows: list[dict[str, Any]]) -> str:
     """Per experiment: its runs, their CPU-minutes and whether the seed rule is done."""
-    lines = ["| experiment | model | runs (failed) | CPU-min | seed rule |", "|---|---|---:|---:|---|"]
+    lines = ["| experiment | model | runs | CPU-min | seed rule |", "|---|---|---:|---:|---|"]
     for name in dict.fromkeys(r["experiment"] for r in rows):
         rs = [r for r in rows if r["experiment"] == name]
         runs, failed = sum(r.get("tried", r["seeds"]) for r in rs), sum(r.get("failed", 0) for r in rs)
+        reused = sum(r.get("reused", 0) for r in rs)
+        notes = ", ".join(([f"{failed} failed"] if failed else []) + ([f"{reused} copied"] if reused else []))
         n_open = sum(r.get("stop") == "open" for r in rs)
         done = rs[0].get("complete")
         state = ("-" if done is None else "done" if done
                  else f"unfinished ({n_open} arm(s) open)" if n_open else "unfinished")
         model = str(rs[0].get("model") or "-").removeprefix("mobile_former_")
-        lines.append(f"| {name} | {model} | {runs}" + (f" ({failed})" if failed else "") + " | "
+        lines.append(f"| {name} | {model} | {runs}" + (f" ({notes})" if notes else "") + " | "
                      f"{sum(r.get('cpu_s', 0.0) for r in rs) / 60:.0f} | {state} |")
     total = sum(r.get("cpu_s", 0.0) for r in rows) / 60
     lines.append(f"| **total** | | {sum(r.get('tried', r['seeds']) for r in rows)} | {total:.0f} | |")
