@@ -67,6 +67,22 @@ def test_shipped_experiments_take_the_validated_evaluation_from_one_place():
         assert exp.seed_rule == SeedRule(3, 10, 0.5), f.name  # every axis adapts its seeds
 
 
+def test_the_committed_summary_tables_are_what_the_committed_reports_give():
+    from mfsearch.ablation import collect_reports
+
+    results = ROOT / "experiments" / "results"
+    rows = collect_reports(results)
+    names = {r["experiment"] for r in rows}
+    assert {p.stem for p in EXPERIMENTS} <= names  # every shipped axis has a committed report
+    want = summary_markdown(rows).strip()
+    assert (results / "SUMMARY.md").read_text().strip().endswith(want)
+    for doc in (ROOT / "README.md", ROOT / "experiments" / "README.md"):
+        text = doc.read_text()
+        begin, end = "<!-- ablation-summary: begin -->", "<!-- ablation-summary: end -->"
+        assert begin in text and end in text, doc
+        assert text.split(begin)[1].split(end)[0].strip() == want, f"{doc}: regenerate (experiments/README.md)"
+
+
 def test_paper_axes_also_run_on_294m_with_the_same_arms_and_numbers():
     exps = {e.name: e for e in map(load_experiment, EXPERIMENTS)}
     for axis in PAPER_AXES:
@@ -499,6 +515,31 @@ def test_ablate_report_only_reports_the_stored_runs_and_trains_nothing(tmp_path)
     assert not list(run_dir.glob(".*.tmp"))  # written whole, then moved into place
     r = _cli("ablation-summary", "--runs-dir", str(runs), timeout=120)
     assert r.returncode == 0 and "| e | 52m | 15 (1 failed) | 15 | unfinished (2 arm(s) open) |" in r.stdout
+
+
+def test_summary_update_puts_the_table_between_the_markers_and_nothing_else(tmp_path):
+    from mfsearch.ablation import write_report
+
+    exp = _synthetic_with_paper(tmp_path)
+    run_dir = tmp_path / "res" / "e"
+    for s in range(3):
+        for a in exp.arms:
+            append_jsonl(run_dir / "records.jsonl", _record(exp, a.name, s))
+    write_report(exp, run_dir)
+    doc, bad = tmp_path / "doc.md", tmp_path / "bad.md"
+    doc.write_text("# Doc\n\nbefore\n<!-- ablation-summary: begin -->\nold table\n"
+                   "<!-- ablation-summary: end -->\nafter\n")
+    bad.write_text("# no markers\n")
+    r = _cli("ablation-summary", str(tmp_path / "res"), "--update", str(doc), str(bad), timeout=120)
+    assert r.returncode == 2 and "bad.md" in r.stderr and "Traceback" not in r.stderr
+    assert "old table" in doc.read_text() and not (tmp_path / "res" / "SUMMARY.md").exists()  # nothing written
+    r = _cli("ablation-summary", str(tmp_path / "res"), "--update", str(doc), timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = doc.read_text()
+    assert text.startswith("# Doc\n\nbefore\n<!-- ablation-summary: begin -->\n| experiment |")
+    assert text.endswith("<!-- ablation-summary: end -->\nafter\n") and "old table" not in text
+    inner = text.split("begin -->")[1].split("<!-- ablation")[0].strip()
+    assert inner == summary_markdown(summarise(exp, read_records(run_dir))).strip()
 
 
 @pytest.mark.slow

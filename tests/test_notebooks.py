@@ -67,3 +67,9 @@ def test_ablation_notebook(tiny_ablation):
     assert "nbabl" in text and "Where the paper gives a direction" in text and "MDE 80%" in text
     plot = next(c for c in nb.cells if c.cell_type == "code" and "errorbar" in c.source)
     assert any("image/png" in o.get("data", {}) for o in plot.outputs)  # differences with their MDE, shown
+
+
+def test_ablation_notebook_shows_the_committed_campaign():
+    nb = execute("ablations.ipynb", {"MFSEARCH_NOTEBOOK_ABLATIONS": str(NB.parent / "experiments" / "results")})
+    text = json.dumps([c.get("outputs") for c in nb.cells])
+    assert "components_294m" in text and "tokens_294m" in text and "Where the paper gives a direction" in text

@@ -96,11 +96,30 @@ def cmd_summary(args: argparse.Namespace) -> int:
     rows = collect_reports(root)
     if not rows:
         raise InputError(f"{root}: no ablation reports found; run `mfsearch ablate experiments/<name>.yaml` first")
-    text = "# Ablation summary\n\n" + summary_markdown(rows)
+    table = summary_markdown(rows)
+    text = "# Ablation summary\n\n" + table
+    docs = []
+    for doc in args.update or []:  # all checked before any is written
+        path = Path(doc)
+        try:
+            old = path.read_text()
+        except OSError as e:
+            raise InputError(f"--update {doc}: cannot read it ({e.strerror or e}); name a markdown file") from None
+        if old.count(SUMMARY_BEGIN) != 1 or old.count(SUMMARY_END) != 1 or old.index(SUMMARY_BEGIN) > old.index(
+                SUMMARY_END):
+            raise InputError(f"--update {doc}: needs one line `{SUMMARY_BEGIN}` and, after it, one line "
+                             f"`{SUMMARY_END}`; the table goes between them")
+        head, rest = old.split(SUMMARY_BEGIN)
+        docs.append((path, f"{head}{SUMMARY_BEGIN}\n{table}{SUMMARY_END}{rest.split(SUMMARY_END, 1)[1]}"))
     (root / "SUMMARY.md").write_text(text)
+    for path, new in docs:
+        path.write_text(new)
     print(text)
-    print(f"wrote {root / 'SUMMARY.md'}")
+    print(f"wrote {root / 'SUMMARY.md'}" + "".join(f", {p}" for p, _ in docs))
     return 0
+
+
+SUMMARY_BEGIN, SUMMARY_END = "<!-- ablation-summary: begin -->", "<!-- ablation-summary: end -->"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -122,4 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("ablation-summary", help="one table of every ablation report: ours vs the paper's direction")
     s.add_argument("dir", nargs="?", default=None, help="folder of ablation runs (default runs/ablations)")
     s.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
+    s.add_argument("--update", nargs="+", metavar="FILE.md", default=None,
+                   help="also put the table into these markdown files, between the lines "
+                        f"'{SUMMARY_BEGIN}' and '{SUMMARY_END}'")
     s.set_defaults(func=cmd_summary)
