@@ -459,6 +459,16 @@ def test_plan_estimates_every_arm_at_min_and_max_seeds(tmp_path):
     assert e["min_minutes"] == pytest.approx(sum(a["min_minutes"] for a in e["arms"]) + 2 * e["data_minutes"], abs=0.1)
     text = plan_markdown(plan)
     assert "| planned | 26m | 3 | 1 of 3 arms | 2-5 |" in text and "| planned | b_matched | 26m | yes |" in text
+    # a second experiment with the same baseline architecture: counted once, where it comes first
+    g = tmp_path / "other.yaml"
+    g.write_text("name: other\nbase: mobile_former_26m\nbaseline: base\nseeds: {min: 2, max: 5, target: 0.5}\n"
+                 "arms:\n  base: {}\n  relu: {activation: relu}\n" + TINY_EVAL)
+    plan = plan_campaign([exp, load_experiment(g)], steps=1, warmup=1, runs=tmp_path / "runs")
+    base, relu = plan["experiments"][1]["arms"]
+    assert base["shared_with"] == "planned:a" and base["min_minutes"] == base["max_minutes"] == 0
+    assert relu["shared_with"] is None and relu["min_minutes"] > 0
+    text = plan_markdown(plan)
+    assert "| other | base | 26m | baseline |" in text and "0 (runs of planned:a) | 0 |" in text
 
 
 # ----------------------------------------------------------------------------- a real run

@@ -38,6 +38,7 @@ def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s:
     from concurrent.futures import ProcessPoolExecutor
 
     probes: dict[tuple, dict[str, float]] = {}
+    first_of: dict[tuple[str, str], str] = {}  # (arch_id, eval_id) -> the experiment:arm that trains it
     data_s: dict[tuple, float] = {}
     out: dict[str, Any] = {"method": f"{steps} timed training steps after {warmup}, one recalibration and one "
                                      "validation batch per arm config, one data preparation per setting; 1 thread, "
@@ -61,10 +62,14 @@ def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s:
                     log(f"  timed {exp.name}:{arm.name} ({cfg.arch_id}) at {ev.image_size}px: "
                         f"{probes[key]['step_s']:.3f} CPU-s per training step")
                 per_run = run_minutes(ev, probes[key])
+                # an arm another experiment of the plan trains too is copied from there (same_run_as)
+                shared = first_of.setdefault((cfg.arch_id, eval_id), f"{exp.name}:{arm.name}")
+                shared = None if shared == f"{exp.name}:{arm.name}" else shared
+                n_lo, n_hi = (0, 0) if shared else (lo, hi)
                 arms.append({"arm": arm.name, "baseline": arm.name == exp.baseline,
-                             "matched": rescaled(exp, arm),
-                             "run_minutes": round(per_run, 3), "min_minutes": round(per_run * lo, 2),
-                             "max_minutes": round(per_run * hi, 2),
+                             "matched": rescaled(exp, arm), "shared_with": shared,
+                             "run_minutes": round(per_run, 3), "min_minutes": round(per_run * n_lo, 2),
+                             "max_minutes": round(per_run * n_hi, 2),
                              "stored": sum(1 for r in stored if r.get("arm") == arm.name)})
             data_min = data_s[dkey] / 60
             out["experiments"].append({
@@ -85,7 +90,9 @@ def plan_markdown(plan: dict[str, Any]) -> str:
     """The plan as two tables: per experiment (axis) and per arm."""
     lines = ["# Ablation campaign plan", "",
              f"Estimated from a short timing ({plan['method']}). A run's estimate covers training, BatchNorm "
-             "recalibration and validation; every seed adds one data preparation.", "",
+             "recalibration and validation; every seed adds one data preparation. An arm another experiment "
+             "of the plan also has (the same architecture and evaluation) is counted once, where it comes first: "
+             "the later ones copy its runs.", "",
              "| axis | model | arms | matched | seeds | est. CPU-min at min seeds | at max seeds | stored runs "
              "(CPU-min) |", "|---|---|---:|---|---|---:|---:|---:|"]
     for e in plan["experiments"]:
@@ -101,6 +108,8 @@ def plan_markdown(plan: dict[str, Any]) -> str:
     for e in plan["experiments"]:
         for a in e["arms"]:
             m = "baseline" if a["baseline"] else "yes" if a["matched"] else "no"
+            at = (f"{a['min_minutes']:.1f} | {a['max_minutes']:.1f}" if not a.get("shared_with")
+                  else f"0 (runs of {a['shared_with']}) | 0")
             lines.append(f"| {e['experiment']} | {a['arm']} | {e['model'].removeprefix('mobile_former_')} | {m} | "
-                         f"{a['run_minutes']:.2f} | {a['min_minutes']:.1f} | {a['max_minutes']:.1f} |")
+                         f"{a['run_minutes']:.2f} | {at} |")
     return "\n".join(lines) + "\n"
