@@ -108,6 +108,20 @@ def test_run_order_is_seed_major_cheapest_first(tmp_path, tiny_yaml):
     assert len(set(folders.values())) == 3 and folders["base"] == folders["base_det"]
 
 
+def test_a_thread_variant_runs_no_more_at_once_than_the_cores_hold(tmp_path, tiny_yaml):
+    from mfsearch.proxycheck.sweep import worker_groups
+
+    sweep = load_sweep(sweep_file(tmp_path, {"base": {}, "t2": {"threads": 2}}, seeds=[0, 1]), load_space(tiny_yaml))
+    jobs = sweep_jobs(sweep, workers=2, runs=tmp_path / "runs")
+    groups = worker_groups(jobs, 2, cores=2)
+    # seed-major order kept; the 2-thread runs one at a time on 2 cores, the 1-thread ones two at a time
+    assert [(g[0][2]["seed"], g[0][2]["setting"], len(g), w) for g, w in groups] == [
+        (0, "base", len(MODELS), 2), (0, "t2", len(MODELS), 1), (1, "base", len(MODELS), 2), (1, "t2", len(MODELS), 1)]
+    assert [j for g, _ in groups for j in g] == jobs
+    assert [w for _, w in worker_groups(jobs, 2, cores=4)] == [2]  # room for two 2-thread runs: one group
+    assert [w for _, w in worker_groups(jobs, 1, cores=2)] == [1]
+
+
 def test_records_of_variants_do_not_mix():
     def rec(name: str, seed: int, acc: float, **kw) -> dict:
         return {"name": name, "seed": seed, "accuracy": acc, "total_s": 1.0, **kw}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -290,7 +291,32 @@ def run_sweep(sweep: Sweep, workers: int, log: Callable[[str], None], runs: str 
     if jobs:
         log(f"sweep {sweep.name}: {len(jobs)} (setting, model, seed) runs to train with {workers} worker(s), "
             f"seed-major, cheapest setting first, thread / determinism variants last")
-    _run_jobs(jobs, workers, log)
+    for group, w in worker_groups(jobs, workers, _cores()):
+        if w < workers:
+            log(f"  {len(group)} run(s) on {group[0][1][2]} threads each: {w} at a time on {_cores()} cores")
+        _run_jobs(group, w, log)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_groups(jobs: list[Job], workers: int, cores: int) -> list[tuple[list[Job], int]]:
+    """Consecutive jobs grouped by how many may run at once: ``workers``, except that runs pinned to
+    t > 1 threads (a thread variant) run at most ``cores // t`` at a time (at least one). Two 2-thread
+    runs on 2 cores would each get half the cores they are pinned to, and time out or crawl."""
+    groups: list[tuple[list[Job], int]] = []
+    for job in jobs:
+        t = job[1][2] or 1
+        w = workers if t <= 1 else max(1, min(workers, cores // t))
+        if groups and groups[-1][1] == w:
+            groups[-1][0].append(job)
+        else:
+            groups.append(([job], w))
+    return groups
 
 
 # ---------------------------------------------------------------------------- summaries
