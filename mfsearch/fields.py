@@ -206,5 +206,14 @@ def choice_field(ctx: Ctx, v: Any, fld: str, choices: tuple) -> str:
     return v
 
 
+def file_field(ctx: Ctx, v: Any, fld: str, what: str, example: str) -> Path:
+    """A path to another file, relative to the file being read (``~`` expanded); ``what`` and ``example``
+    go into the one-line error when the value is not a non-empty string."""
+    if not isinstance(v, str) or not v.strip():
+        raise ctx.err(fld, f"must be the path of {what} (relative to this file), e.g. {example}")
+    path = Path(v).expanduser()
+    return path if path.is_absolute() else Path(ctx.path).parent / path
+
+
 def scalar_ok(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))

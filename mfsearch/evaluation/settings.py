@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..fields import Ctx, bool_field, choice_field, float_field, int_field, mapping_field, no_unknown
+from ..fields import Ctx, bool_field, choice_field, file_field, float_field, int_field, mapping_field, no_unknown
 from .data import DATASET_NAMES, TRAIN_SPLIT_SIZES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -91,17 +91,10 @@ def _inherited(ctx: Ctx, d: dict) -> dict:
     """``evaluation: {from: other.yaml, ...}``: the other file's evaluation section (validated there), with this
     file's keys on top. One file's settings then serve several (a proxy chosen once, for every space that
     trains with it); a study pins the values it was created with, not the name of the file."""
-    from pathlib import Path
-
-
-    src = d["from"]
-    if not isinstance(src, str) or not src.strip():
-        raise ctx.err("evaluation.from", "must be the path of a file with an evaluation: section "
-                      "(relative to this file), e.g. ../spaces/macs300.yaml")
-    path = Path(src).expanduser()
-    if not path.is_absolute():
-        path = Path(ctx.path).parent / path
     from ..space.parse import read_space_data
+
+    path = file_field(ctx, d["from"], "evaluation.from", "a file with an evaluation: section",
+                      "../spaces/macs300.yaml")
 
     try:
         data, lines = read_space_data(path)  # a space file that extends another has that one's evaluation

@@ -21,6 +21,7 @@ from ..fields import (
     Ctx,
     bool_field,
     choice_field,
+    file_field,
     float_field,
     int_field,
     line_of,
@@ -399,13 +400,7 @@ def _read_space_data(path: str | Path) -> tuple[Any, dict[str, int], tuple[Path,
     if not isinstance(data, dict) or "extends" not in data:
         return data, lines, None
     ctx = Ctx(path, lines)
-    src = data["extends"]
-    if not isinstance(src, str) or not src.strip():
-        raise ctx.err("extends", "must be the path of another space file (relative to this file), e.g. "
-                      "span_oneshot.yaml")
-    other = Path(src).expanduser()
-    if not other.is_absolute():
-        other = Path(path).parent / other
+    other = file_field(ctx, data["extends"], "extends", "another space file", "span_oneshot.yaml")
     try:
         base, base_lines = load_yaml(other)
     except InputError as e:
