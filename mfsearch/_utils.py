@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -86,6 +86,20 @@ def append_jsonl(path: str | Path, rec: dict) -> None:
                 f.write(b"\n")
         f.write((json.dumps(rec) + "\n").encode())
         f.flush()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path`` (this process's id in its name, the same suffix),
+    then move it into place: a reader sees the old file or the new one, never half of one, and a failed
+    write (a full disk) leaves no temporary file behind. OSError propagates."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a successful replace
+    return path
 
 
 def finite_json(obj: object, indent: int | None = 2) -> str:

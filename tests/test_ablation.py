@@ -522,7 +522,7 @@ def test_ablate_report_only_reports_the_stored_runs_and_trains_nothing(tmp_path)
     assert "**Unfinished:**" in (run_dir / "report.md").read_text() and (run_dir / "report.png").is_file()
     rep = json.loads((run_dir / "report.json").read_text())
     assert rep["complete"] is False and {x["arm"]: x["stop"] for x in rep["rows"]}["noisy"] == "open"
-    assert not list(run_dir.glob(".*.tmp"))  # written whole, then moved into place
+    assert not list(run_dir.glob(".*.tmp*"))  # written whole, then moved into place
     r = _cli("ablation-summary", "--runs-dir", str(runs), timeout=120)
     assert r.returncode == 0 and "| e | 52m | 15 (1 failed) | 15 | unfinished (2 arm(s) open) |" in r.stdout
 

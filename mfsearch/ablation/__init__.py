@@ -42,14 +42,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._utils import append_jsonl, finite_json, one_runner
+from .._utils import append_jsonl, atomic_write, finite_json, one_runner
 from ..errors import InputError, RunError
 from ..evaluation.settings import Evaluation, parse_evaluation
 from ..fields import Ctx, float_field, int_field, load_yaml, mapping_field, no_unknown
@@ -610,7 +609,7 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
     ax.set_title(f"{exp.name} ({exp.base}; mean +/- std over each arm's seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path)
     return path
 
 
@@ -623,18 +622,10 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None) ->
            "rows": rows, "wall_s": wall_s, "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in rows), 1),
            "complete": rows[0]["complete"]}
     # each file whole or not at all: ablation-summary may read them while a campaign writes them
-    _write_atomic(run_dir / "report.md", report_markdown(exp, rows, wall_s).encode())
-    _write_atomic(run_dir / "report.json", finite_json(rep).encode())
-    png = run_dir / ".report.png.tmp"
-    plot_report(exp, rows, png)
-    os.replace(png, run_dir / "report.png")
+    atomic_write(run_dir / "report.md", lambda p: p.write_text(report_markdown(exp, rows, wall_s)))
+    atomic_write(run_dir / "report.json", lambda p: p.write_text(finite_json(rep)))
+    atomic_write(run_dir / "report.png", lambda p: plot_report(exp, rows, p))
     return rows
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def collect_reports(root: str | Path) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ leaves a file that looks finished.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._utils import atomic_write
 from ..errors import InputError
 from ..models import ConfigError, MobileFormer, MobileFormerConfig, list_models
 from ..models.io import dump_config
@@ -175,16 +175,6 @@ def build_model(source: ExportSource, seed: int = 0) -> MobileFormer:
     return model.eval()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def onnx_bytes(model: MobileFormer, input_size: int = 224, opset: int = DEFAULT_OPSET, batch: int | None = None,
                metadata: dict[str, str] | None = None) -> bytes:
     """The serialized ONNX model (checked with ``onnx.checker``), metadata added as ``metadata_props``."""
@@ -260,12 +250,12 @@ def export_files(source: ExportSource, formats: Sequence[str], out_dir: str | Pa
                 raise ExportError(f"onnx: ONNX Runtime's logits differ from PyTorch's by {diff:.2e} "
                                   f"(> {TOLERANCE:g}); please report it with the config")
         paths["onnx"] = out / f"{source.stem}.onnx"
-        _atomic_write(paths["onnx"], lambda p: p.write_bytes(data))
+        atomic_write(paths["onnx"], lambda p: p.write_bytes(data))
     if "yaml" in formats or "pt" in formats:
         paths["yaml"] = out / f"{source.stem}.yaml"
-        _atomic_write(paths["yaml"], lambda p: p.write_text(header + dump_config(source.cfg)))
+        atomic_write(paths["yaml"], lambda p: p.write_text(header + dump_config(source.cfg)))
     if "pt" in formats:
         paths["pt"] = out / f"{source.stem}.pt"
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _atomic_write(paths["pt"], lambda p: torch.save(state, p))
+        atomic_write(paths["pt"], lambda p: torch.save(state, p))
     return ExportResult(paths, opset, weights, diff)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._utils import atomic_write
 from ..errors import InputError, RunError
 from .engines import ENGINES
 from .samplers import SAMPLERS
@@ -106,15 +107,9 @@ def load_frames(ref: Any) -> tuple[Any, dict[str, Any]]:
 
 def _atomic(path: Path, write: Any) -> Path:
     """Write ``path`` through a temporary file beside it: a full disk never leaves half a file."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
             raise RunError(f"{path}: cannot be written ({e.strerror}); the results store is intact: free some "
                            f"space, then `mfsearch pareto {path.parent}` writes it again") from None
