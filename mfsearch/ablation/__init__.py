@@ -613,8 +613,10 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
     return path
 
 
-def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None) -> list[dict[str, Any]]:
-    rows = summarise(exp, read_records(run_dir))
+def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None,
+                 rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Write ``report.{md,json,png}`` from ``rows`` (default: :func:`summarise` of the stored records)."""
+    rows = summarise(exp, read_records(run_dir)) if rows is None else rows
     if not rows:
         raise InputError(f"{exp.path}: no finished records in {run_dir}; run the experiment first")
     rep = {"experiment": exp.name, "base": exp.base, "eval_id": exp.evaluation.eval_id(),
@@ -639,11 +641,8 @@ def collect_reports(root: str | Path) -> list[dict[str, Any]]:
 
 
 def _verdict(r: dict[str, Any]) -> str:
-    if r["paper_direction"] is None or r["baseline"]:
-        return "-"
-    if r.get("stop") == "open":  # the rule still adds seeds: no verdict yet
-        return "open"
-    return VERDICTS.get(r["agree"], "inconclusive")
+    """The row's verdict (:func:`summarise` decides it: none for the baseline or without a paper direction)."""
+    return r.get("verdict") or "-"
 
 
 def _campaign_table(rows: list[dict[str, Any]]) -> str:
@@ -675,13 +674,13 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| experiment | model | arm | MACs vs baseline | seeds | proxy diff vs baseline [95% CI] | MDE 80% "
              "| ours | paper | verdict |",
              "|---|---|---|---:|---|---:|---:|---|---|---|"]
-    counts = {False: [0, 0, 0, 0], True: [0, 0, 0, 0]}  # matched -> agree, contradict, inconclusive, open
+    order = ("agree", "contradict", "inconclusive", "open")
+    counts = {False: [0, 0, 0, 0], True: [0, 0, 0, 0]}  # matched -> a count per verdict, in that order
     for r in rows:
         if r["baseline"]:
             continue
-        if r["paper_direction"] is not None:
-            c = counts[bool(r.get("matched"))]
-            c[3 if r.get("stop") == "open" else {True: 0, False: 1}.get(r["agree"], 2)] += 1
+        if r.get("verdict"):
+            counts[bool(r.get("matched"))][order.index(r["verdict"])] += 1
         paper = r["paper_direction"] or "no number (hypothesis)"
         model = str(r.get("model") or "-").removeprefix("mobile_former_")
         lines.append(f"| {r['experiment']} | {model} | {r['arm']} | {_macs_change(r)} | {_seeds_cell(r)} | "

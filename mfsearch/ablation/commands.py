@@ -49,11 +49,12 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
     written = 0
     for exp in exps:
         run_dir = run_dir_for(exp, args.runs_dir)
-        if not summarise(exp, read_records(run_dir)):
+        rows = summarise(exp, read_records(run_dir))
+        if not rows:
             print(f"{exp.path}: no finished runs under eval_id {exp.evaluation.eval_id()} in {run_dir}; "
                   "no report", file=sys.stderr)
             continue
-        rows = write_report(exp, run_dir)
+        write_report(exp, run_dir, rows=rows)
         print(report_markdown(exp, rows))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
         written += 1

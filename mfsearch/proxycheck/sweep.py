@@ -291,9 +291,10 @@ def run_sweep(sweep: Sweep, workers: int, log: Callable[[str], None], runs: str 
     if jobs:
         log(f"sweep {sweep.name}: {len(jobs)} (setting, model, seed) runs to train with {workers} worker(s), "
             f"seed-major, cheapest setting first, thread / determinism variants last")
-    for group, w in worker_groups(jobs, workers, _cores()):
+    cores = _cores()
+    for group, w in worker_groups(jobs, workers, cores):
         if w < workers:
-            log(f"  {len(group)} run(s) on {group[0][1][2]} threads each: {w} at a time on {_cores()} cores")
+            log(f"  {len(group)} run(s) on {group[0][1][2]} threads each: {w} at a time on {cores} cores")
         _run_jobs(group, w, log)
 
 
