@@ -552,6 +552,15 @@ def test_summary_update_puts_the_table_between_the_markers_and_nothing_else(tmp_
     assert inner == summary_markdown(summarise(exp, read_records(run_dir))).strip()
 
 
+@pytest.mark.parametrize("text", ['{"rows": [', '{"a": 1}', '[1, 2]', '{"rows": [{"arm": "b"}]}', "\udcff"])
+def test_a_torn_or_foreign_report_is_one_line_naming_it(tmp_path, text):
+    (tmp_path / "res" / "x").mkdir(parents=True)
+    (tmp_path / "res" / "x" / "report.json").write_text(text, errors="surrogateescape")
+    r = _cli("ablation-summary", str(tmp_path / "res"), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "res/x/report.json" in r.stderr
+
+
 @pytest.mark.slow
 def test_a_run_another_experiment_stored_is_copied_not_trained_again(tmp_path):
     one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"

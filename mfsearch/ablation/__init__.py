@@ -632,12 +632,26 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None,
 
 def collect_reports(root: str | Path) -> list[dict[str, Any]]:
     """Every ablation report under ``root`` (``runs/ablations``), flattened to rows."""
+    from .._utils import read_text
+
     rows = []
     for f in sorted(Path(root).glob("*/report.json")):
-        rep = json.loads(f.read_text())
+        try:
+            rep = json.loads(read_text(f, what="ablation report"))
+        except json.JSONDecodeError:
+            rep = None
+        if not (isinstance(rep, dict) and isinstance(rep.get("rows"), list)
+                and all(isinstance(r, dict) and REPORT_ROW_KEYS <= r.keys() for r in rep["rows"])):
+            raise InputError(f"{f}: not an ablation report (torn or foreign); write it again with `mfsearch ablate "
+                             f"experiments/{f.parent.name}.yaml --report-only`, or move it away")
         for r in rep["rows"]:
             rows.append({"model": rep.get("base"), **r, "wall_s": rep.get("wall_s")})
     return rows
+
+
+#: what summary_markdown reads from every row of a report
+REPORT_ROW_KEYS = frozenset({"experiment", "arm", "baseline", "seeds", "diff", "ci_low", "ci_high", "ours",
+                             "paper_direction"})
 
 
 def _verdict(r: dict[str, Any]) -> str:
