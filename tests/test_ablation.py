@@ -612,3 +612,64 @@ def test_ablate_cli_adaptive_seeds_run_to_the_rule_and_resume(tmp_path):
     assert "adaptive seeds (min 2, max 3" in (run_dir / "report.md").read_text()
     r = _cli("ablate", str(f), "--runs-dir", runs)  # resumes: nothing left to train
     assert r.returncode == 0 and len(read_records(run_dir)) == len(recs) and "seed 0" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_campaign_published_with_results_continues_on_another_machine(tmp_path):
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("name: one\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
+                   "  b: {activation: relu}\n" + TINY_EVAL)
+    two.write_text("name: two\nbase: mobile_former_26m\nbaseline: relu\nseeds: [0, 1, 2]\narms:\n"
+                   "  relu: {activation: relu}\n  relu6: {activation: relu6}\n" + TINY_EVAL)
+    res = tmp_path / "res"
+    # machine 1 trains seeds 0 and 1 and publishes them; its runs folder is then lost
+    r = _cli("ablate", str(one), "--seeds", "2", "--runs-dir", str(tmp_path / "m1"), "--results", str(res))
+    assert r.returncode == 0, r.stderr[-2000:]
+    published = (res / "one" / "records.jsonl").read_bytes()
+    assert len(read_records(res / "one")) == 4 and (res / "one" / "report.json").exists()
+    assert not (res / "one" / "report.png").exists()
+    # machine 2 continues from the published runs: only seed 2 is trained
+    r = _cli("ablate", str(one), "--runs-dir", str(tmp_path / "m2"), "--results", str(res))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "seed 2" in r.stderr and "seed 0" not in r.stderr and "seed 1" not in r.stderr
+    assert len(read_records(tmp_path / "m2" / "ablations" / "one")) == 2
+    assert (res / "one" / "records.jsonl").read_bytes().startswith(published)  # published runs only appended to
+    recs = read_records(res / "one")
+    assert sorted((x["arm"], x["seed"]) for x in recs) == [(a, s) for a in "ab" for s in range(3)]
+    rep = json.loads((res / "one" / "report.json").read_text())
+    assert rep["complete"] and {row["arm"]: row["seeds"] for row in rep["rows"]} == {"a": 3, "b": 3}
+    # and it is what one machine training everything gives (one thread is deterministic)
+    alone = tmp_path / "alone"
+    assert _cli("ablate", str(one), "--runs-dir", str(alone)).returncode == 0
+    mine = {(x["arm"], x["seed"]): x["accuracy"] for x in read_records(alone / "ablations" / "one")}
+    assert {(x["arm"], x["seed"]): x["accuracy"] for x in recs} == mine
+    # machine 3: another experiment copies the published relu runs instead of training them
+    r = _cli("ablate", str(two), "--runs-dir", str(tmp_path / "m3"), "--results", str(res))
+    assert r.returncode == 0, r.stderr[-2000:]
+    copied = {(x["arm"], x["seed"]): x for x in read_records(res / "two")}
+    assert all(copied["relu", s]["same_run_as"] == "one:b" and copied["relu", s]["cpu_s"] == 0.0 for s in range(3))
+    assert all(copied["relu", s]["accuracy"] == mine["b", s] for s in range(3))
+    # --report-only publishes what is stored here, and leaves alone an experiment with nothing stored here
+    before = (res / "one" / "report.json").read_bytes()
+    r = _cli("ablate", str(one), str(two), "--report-only", "--runs-dir", str(tmp_path / "m3"), "--results", str(res))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (res / "one" / "report.json").read_bytes() == before and "left as it is" in r.stderr
+
+
+def test_results_without_their_runs_or_unwritable_are_one_line_and_nothing_runs(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n  b: {activation: relu}\n"
+                 + TINY_EVAL)
+    (tmp_path / "res" / "x").mkdir(parents=True)
+    (tmp_path / "res" / "x" / "report.json").write_text('{"rows": []}')  # a report published without its runs
+    runs = tmp_path / "runs"
+    r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(tmp_path / "res"), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "res/x/report.json" in r.stderr and "records.jsonl" in r.stderr
+    assert not read_records(runs / "ablations" / "x") and (tmp_path / "res" / "x" / "report.json").read_text() == (
+        '{"rows": []}')
+    (tmp_path / "file").write_text("")
+    for bad in (tmp_path / "file", tmp_path / "file" / "sub"):
+        r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(bad), timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert f"--results {bad}" in r.stderr

@@ -289,6 +289,50 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(run_dir / "records.jsonl")
 
 
+def _run_key(r: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return r.get("arm"), r.get("seed"), r.get("eval_id")
+
+
+def campaign_records(run_dir: Path, results: str | Path | None = None) -> list[dict[str, Any]]:
+    """The experiment's runs: those published in ``results/<experiment>/records.jsonl`` (a campaign's copy
+    kept with the repository, :func:`publish`), then the ones stored in ``run_dir`` and not published.
+
+    A run is its (arm, seed, eval_id): the same key in both places is the same run, published once. So
+    a campaign continues on another machine from what was published, and trains only what is missing.
+    """
+    local = read_records(run_dir)
+    if results is None:
+        return local
+    published = read_records(Path(results) / run_dir.name)
+    keys = {_run_key(r) for r in published}
+    return published + [r for r in local if _run_key(r) not in keys]
+
+
+def publish(exp: Experiment, run_dir: Path, results: str | Path, wall_s: float | None = None
+            ) -> list[dict[str, Any]] | None:
+    """Write the experiment's runs (:func:`campaign_records`) and its report (``report.{md,json}``, no
+    plot) to ``results/<experiment>/``; ``None`` (nothing written) when no run has finished.
+
+    The records go first, each file whole or not at all: a report there always has its runs beside it,
+    and a later ``publish`` only appends runs to them.
+    """
+    records = campaign_records(run_dir, results)
+    rows = summarise(exp, records)
+    if not rows:
+        return None
+    out = Path(results) / exp.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "records.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+    return write_report(exp, out, wall_s, rows=rows, plot=False)
+
+
+def unpublished_report(exp: Experiment, results: str | Path) -> Path | None:
+    """``results/<experiment>/report.json`` when it is there without the runs it summarises: publishing
+    would replace it with a report of only the runs stored here, so the caller refuses."""
+    out = Path(results) / exp.name
+    return out / "report.json" if (out / "report.json").exists() and not (out / "records.jsonl").exists() else None
+
+
 def _by_arm(exp: Experiment, records: list[dict[str, Any]]) -> tuple[dict[str, set[int]], dict[str, dict[int, float]]]:
     """Per arm: the seeds tried (any record under this evaluation) and the top-1 of those that trained."""
     eval_id = exp.evaluation.eval_id()
@@ -345,20 +389,23 @@ def next_runs(exp: Experiment, records: list[dict[str, Any]]) -> list[tuple[str,
 # ----------------------------------------------------------------------------- running
 
 
-def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print) -> Path:
+def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = print,
+                   results: str | Path | None = None) -> Path:
     """Train every (arm, seed) the seed rule asks for and is not yet recorded; returns the run directory.
 
     Each run is appended to ``records.jsonl`` as it finishes (with its CPU seconds and threads), so
     a killed campaign loses at most the run in progress; the same call resumes it. One process at a
     time per experiment (another is refused with :class:`RunError`); different experiments can run at once.
+    With ``results``, the runs published there (:func:`publish`) count as done, and runs another
+    experiment published there are copied like those stored beside ``run_dir``.
     """
     run_dir = run_dir_for(exp, runs)
     run_dir.mkdir(parents=True, exist_ok=True)
     with one_runner([run_dir], "mfsearch ablate"):
-        return _run(exp, run_dir, log)
+        return _run(exp, run_dir, log, results)
 
 
-def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
+def _run(exp: Experiment, run_dir: Path, log: Any, results: str | Path | None = None) -> Path:
     import torch
 
     from ..evaluation.cost import cpu_seconds
@@ -371,10 +418,10 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
     costs = {n: complexity(c) for n, c in configs.items()}
     rounds = len(exp.arms) * exp.max_seeds + 3  # every round trains at least one new (arm, seed)
     for _ in range(rounds):
-        todo = next_runs(exp, read_records(run_dir))
+        todo = next_runs(exp, campaign_records(run_dir, results))
         if not todo:
             return run_dir
-        elsewhere = stored_elsewhere(run_dir)
+        elsewhere = stored_elsewhere(run_dir, results)
         for arm, seed in todo:
             cfg, cx = configs[arm], costs[arm]
             ev = dataclasses.replace(exp.evaluation, seed=seed)
@@ -408,8 +455,9 @@ def _run(exp: Experiment, run_dir: Path, log: Any) -> Path:
     raise RunError(f"{run_dir / 'records.jsonl'}: runs are appended but not read back; check the file and the disk")
 
 
-def stored_elsewhere(run_dir: Path) -> dict[tuple[Any, Any, Any], dict[str, Any]]:
-    """Trained runs that other experiments beside ``run_dir`` stored, by (arch_id, eval_id, seed).
+def stored_elsewhere(run_dir: Path, results: str | Path | None = None) -> dict[tuple[Any, Any, Any], dict[str, Any]]:
+    """Trained runs that other experiments beside ``run_dir`` stored (or published in ``results``), by
+    (arch_id, eval_id, seed).
 
     The same architecture under the same evaluation settings and seed is the same run: several
     experiments share arms (every axis's baseline is its preset as shipped), so a run another
@@ -417,8 +465,10 @@ def stored_elsewhere(run_dir: Path) -> dict[tuple[Any, Any, Any], dict[str, Any]
     of trained again. Records are read as they stand: another experiment may be appending to them.
     """
     out: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    for f in sorted(run_dir.parent.glob("*/records.jsonl")):
-        if f.parent.resolve() == run_dir.resolve():
+    files = sorted(run_dir.parent.glob("*/records.jsonl"))
+    files += sorted(Path(results).glob("*/records.jsonl")) if results is not None else []
+    for f in files:
+        if f.parent.name == run_dir.name:  # this experiment's own runs, here or published
             continue
         for r in read_records(f.parent):
             if r.get("status") != "trained" or not isinstance(r.get("accuracy"), (int, float)):
@@ -614,8 +664,9 @@ def plot_report(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> Path
 
 
 def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None,
-                 rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Write ``report.{md,json,png}`` from ``rows`` (default: :func:`summarise` of the stored records)."""
+                 rows: list[dict[str, Any]] | None = None, plot: bool = True) -> list[dict[str, Any]]:
+    """Write ``report.{md,json,png}`` (``png`` only with ``plot``) from ``rows`` (default: :func:`summarise`
+    of the stored records)."""
     rows = summarise(exp, read_records(run_dir)) if rows is None else rows
     if not rows:
         raise InputError(f"{exp.path}: no finished records in {run_dir}; run the experiment first")
@@ -626,7 +677,8 @@ def write_report(exp: Experiment, run_dir: Path, wall_s: float | None = None,
     # each file whole or not at all: ablation-summary may read them while a campaign writes them
     atomic_write(run_dir / "report.md", lambda p: p.write_text(report_markdown(exp, rows, wall_s)))
     atomic_write(run_dir / "report.json", lambda p: p.write_text(finite_json(rep)))
-    atomic_write(run_dir / "report.png", lambda p: plot_report(exp, rows, p))
+    if plot:
+        atomic_write(run_dir / "report.png", lambda p: plot_report(exp, rows, p))
     return rows
 
 

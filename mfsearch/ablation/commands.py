@@ -13,7 +13,7 @@ from pathlib import Path
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation.data import MfsearchDataError
-    from . import load_experiment, report_markdown, run_experiment, write_report
+    from . import load_experiment, publish, read_records, report_markdown, run_dir_for, run_experiment, write_report
 
     if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
         raise InputError(f"--seeds: must be in [1, 100], got {args.seeds}")
@@ -27,28 +27,78 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 for e in exps]
     if args.plan:
         return _plan(args, exps)
+    if args.results is not None:
+        _check_results(args.results, exps if not args.report_only else [
+            e for e in exps if read_records(run_dir_for(e, args.runs_dir))])  # only those it would write
     if args.report_only:
         return _report_only(args, exps)
     for exp in exps:
         t0 = time.perf_counter()
         try:
-            run_dir = run_experiment(exp, args.runs_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
+            run_dir = run_experiment(exp, args.runs_dir, log=lambda s: print(s, file=sys.stderr, flush=True),
+                                     results=args.results)
         except MfsearchDataError as e:
             raise InputError(f"{exp.path}: {e.field}: {e}") from None
+        if args.results is not None:
+            rows = publish(exp, run_dir, args.results, time.perf_counter() - t0)
+            print(report_markdown(exp, rows, time.perf_counter() - t0))
+            out = Path(args.results) / exp.name
+            print(f"wrote {out / 'records.jsonl'}, {out / 'report.md'}, {out / 'report.json'}")
+            continue
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
         print(report_markdown(exp, rows, time.perf_counter() - t0))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
     return 0
 
 
+def _check_results(results: str, exps: list) -> None:
+    """``--results``: a folder this process can write, with no report there that publishing would replace
+    by a smaller one (a report whose runs were not published). Checked before anything runs."""
+    import os
+
+    from ..errors import InputError
+    from . import unpublished_report
+
+    path = Path(results)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--results {results}: cannot create it ({e.strerror or e}); name a writable folder") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"--results {results}: not a writable folder; name a writable folder")
+    for exp in exps:
+        old = unpublished_report(exp, path)
+        if old is not None:
+            raise InputError(f"--results {results}: {old} has no records.jsonl beside it, so publishing "
+                             f"{exp.path} would replace it with a report of only the runs stored here; move "
+                             f"{old.parent} away first, or leave out --results")
+
+
 def _report_only(args: argparse.Namespace, exps: list) -> int:
     """Write each experiment's report from the runs stored so far; train nothing."""
     from ..errors import InputError
-    from . import read_records, report_markdown, run_dir_for, summarise, write_report
+    from . import publish, read_records, report_markdown, run_dir_for, summarise, write_report
 
-    written = 0
+    written = kept = 0
     for exp in exps:
         run_dir = run_dir_for(exp, args.runs_dir)
+        if args.results is not None and not read_records(run_dir):
+            if (Path(args.results) / exp.name / "report.json").exists():
+                print(f"{exp.path}: no runs stored in {run_dir}; {Path(args.results) / exp.name} left as it is",
+                      file=sys.stderr)
+                kept += 1
+            else:
+                print(f"{exp.path}: no runs stored in {run_dir} nor published in {args.results}; no report",
+                      file=sys.stderr)
+            continue
+        if args.results is not None:
+            rows = publish(exp, run_dir, args.results)
+            out = Path(args.results) / exp.name
+            if rows is not None:
+                print(report_markdown(exp, rows))
+                print(f"wrote {out / 'records.jsonl'}, {out / 'report.md'}, {out / 'report.json'}")
+                written += 1
+                continue
         rows = summarise(exp, read_records(run_dir))
         if not rows:
             print(f"{exp.path}: no finished runs under eval_id {exp.evaluation.eval_id()} in {run_dir}; "
@@ -58,7 +108,7 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
         print(report_markdown(exp, rows))
         print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
         written += 1
-    if not written:
+    if not written and not kept:
         raise InputError("--report-only: none of the experiments has a finished run yet; run `mfsearch ablate "
                          "FILE` first")
     return 0
@@ -136,6 +186,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write each experiment's report from the runs stored so far (an unfinished "
                         "campaign says which arms are still open)")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="keep the campaign in DIR too (e.g. experiments/results, committed with the repository): "
+                        "runs published there count as done, and after each experiment (or with --report-only) "
+                        "its runs and report are written to DIR/<experiment>/{records.jsonl,report.md,report.json}")
     p.add_argument("--plan-steps", type=int, default=3, help="timed training steps per arm config for --plan")
     p.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     p.set_defaults(func=cmd_ablate)
