@@ -673,3 +673,77 @@ def test_results_without_their_runs_or_unwritable_are_one_line_and_nothing_runs(
         r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(bad), timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert f"--results {bad}" in r.stderr
+
+
+def _published(exp, res, accs, arch_id=None, extra=()):
+    """Write ``res/<exp>/records.jsonl`` by hand: a trained run per (arm, seed) -> top-1 of ``accs``."""
+    lines = []
+    for (arm, seed), acc in accs.items():
+        cfg = arm_config(exp, exp.arm(arm))
+        lines.append(json.dumps({"experiment": exp.name, "arm": arm, "seed": seed, "eval_id": exp.evaluation.eval_id(),
+                                 "arch_id": arch_id or cfg.arch_id, "macs": 1000, "params": 10, "status": "trained",
+                                 "accuracy": acc, "cpu_s": 1.0}))
+    (res / exp.name).mkdir(parents=True, exist_ok=True)
+    (res / exp.name / "records.jsonl").write_text("\n".join([*lines, *extra]) + "\n")
+
+
+def test_published_runs_of_another_file_under_the_same_name_are_refused_before_anything_runs(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n  b: {activation: relu}\n"
+                 + TINY_EVAL)
+    exp = load_experiment(f)
+    res, runs = tmp_path / "res", tmp_path / "runs"
+    _published(exp, res, {("a", 0): 50.0, ("b", 0): 51.0}, arch_id="0123456789abcdef")  # another file's arms
+    for extra in ((), ("--report-only",)):
+        r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(res), *extra, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert "res/x/records.jsonl" in r.stderr and "another architecture" in r.stderr
+    assert not read_records(runs / "ablations" / "x") and not (res / "x" / "report.json").exists()
+    # the same under the local runs folder, without --results
+    (runs / "ablations").mkdir(parents=True)
+    (res / "x").rename(runs / "ablations" / "x")
+    r = _cli("ablate", str(f), "--runs-dir", str(runs), timeout=120)
+    assert r.returncode == 2 and "runs/ablations/x/records.jsonl" in r.stderr and "Traceback" not in r.stderr
+    assert len(read_records(runs / "ablations" / "x")) == 2  # nothing trained, nothing appended
+
+
+def test_report_only_publishes_from_published_runs_alone_and_skips_damaged_lines(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
+                 "  b: {activation: relu}\n" + TINY_EVAL)
+    exp = load_experiment(f)
+    res = tmp_path / "res"
+    eid = exp.evaluation.eval_id()
+    damaged = [json.dumps({"arm": "a", "seed": 0, "eval_id": eid, "status": "trained"}),  # no top-1
+               json.dumps({"arm": "a", "seed": "7", "eval_id": eid, "status": "failed"}),  # a seed that is text
+               json.dumps({"arm": ["a"], "seed": 0, "eval_id": eid, "status": "failed"}), "{}", '{"arm": "b", "se']
+    _published(exp, res, {(a, s): 80.0 + s + (a == "b") for a in "ab" for s in range(3)}, extra=damaged)
+    r = _cli("ablate", str(f), "--report-only", "--runs-dir", str(tmp_path / "empty"), "--results", str(res),
+             timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row["arm"]: row for row in json.loads((res / "x" / "report.json").read_text())["rows"]}
+    assert rows["b"]["seeds"] == 3 and rows["b"]["diff"] == pytest.approx(1.0) and rows["a"]["mean"] == 81.0
+    assert len(read_records(res / "x")) == 6
+    # a records.jsonl with no readable run (a Git LFS pointer): its report is not replaced by a smaller one
+    (res / "x" / "records.jsonl").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    before = (res / "x" / "report.json").read_bytes()
+    stored = tmp_path / "runs"
+    (stored / "ablations" / "x").mkdir(parents=True)
+    append_jsonl(stored / "ablations" / "x" / "records.jsonl", {
+        "arm": "a", "seed": 0, "eval_id": eid, "status": "trained", "accuracy": 70.0, "macs": 1000, "params": 10,
+        "arch_id": arm_config(exp, exp.arm("a")).arch_id})
+    r = _cli("ablate", str(f), "--report-only", "--runs-dir", str(stored), "--results", str(res), timeout=120)
+    assert r.returncode == 2 and "res/x/report.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (res / "x" / "report.json").read_bytes() == before
+
+
+def test_a_results_subfolder_that_cannot_take_the_runs_is_refused_before_training(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n  b: {activation: relu}\n"
+                 + TINY_EVAL)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "x").write_text("")  # a file where the experiment's folder goes
+    runs = tmp_path / "runs"
+    r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(tmp_path / "res"), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "res/x is not a writable folder" in r.stderr and not read_records(runs / "ablations" / "x")

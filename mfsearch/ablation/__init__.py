@@ -282,11 +282,39 @@ def run_dir_for(exp: Experiment, runs: str | Path | None = None) -> Path:
     return runs_dir(runs) / "ablations" / exp.name
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The stored (arm, seed) records; a line cut short by a crash is skipped and that run is redone."""
-    from ..proxycheck import read_jsonl
+#: what every stored run has, and what a trained one has besides (a line without them is skipped)
+RUN_FIELDS = {"arm": (str,), "seed": (int,), "eval_id": (str,), "status": (str,)}
+TRAINED_FIELDS = {"accuracy": (int, float), "macs": (int,), "params": (int,), "arch_id": (str,)}
 
-    return read_jsonl(run_dir / "records.jsonl")
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The stored (arm, seed) records. A line cut short by a crash, damaged or hand-merged wrongly (not a
+    JSON object, or without the fields a run has) is skipped, and that run is redone."""
+    from ..proxycheck import has_fields, read_jsonl
+
+    return [r for r in read_jsonl(run_dir / "records.jsonl", RUN_FIELDS)
+            if r["status"] != "trained" or has_fields(r, TRAINED_FIELDS)]
+
+
+def foreign_run(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A stored run of one of ``exp``'s arms under its evaluation whose architecture is not what the
+    experiment file now gives that arm: another file under the same ``name:``, or an edited arm. Its
+    runs must not count for this one (a caller refuses); ``None`` when every run matches."""
+    eval_id = exp.evaluation.eval_id()
+    ids = {a.name: arm_config(exp, a).arch_id for a in exp.arms}
+    for r in records:
+        if r.get("eval_id") == eval_id and r["arm"] in ids and "arch_id" in r and r["arch_id"] != ids[r["arm"]]:
+            return r
+    return None
+
+
+def check_same_experiment(exp: Experiment, records: list[dict[str, Any]], where: Path) -> None:
+    """:class:`InputError` (one line) when ``records`` hold a :func:`foreign_run` of ``exp``."""
+    r = foreign_run(exp, records)
+    if r is not None:
+        raise InputError(f"{where}: arm {r['arm']!r} of experiment {exp.name!r} was run as another architecture "
+                         f"(arch_id {r['arch_id']}) than {exp.path} gives it; another file under the same name, "
+                         "or an edited arm: rename the experiment (`name:`) or move those runs away")
 
 
 def _run_key(r: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -317,6 +345,8 @@ def publish(exp: Experiment, run_dir: Path, results: str | Path, wall_s: float |
     and a later ``publish`` only appends runs to them.
     """
     records = campaign_records(run_dir, results)
+    check_same_experiment(exp, read_records(run_dir), run_dir / "records.jsonl")
+    check_same_experiment(exp, records, Path(results) / exp.name / "records.jsonl")
     rows = summarise(exp, records)
     if not rows:
         return None
@@ -327,10 +357,11 @@ def publish(exp: Experiment, run_dir: Path, results: str | Path, wall_s: float |
 
 
 def unpublished_report(exp: Experiment, results: str | Path) -> Path | None:
-    """``results/<experiment>/report.json`` when it is there without the runs it summarises: publishing
-    would replace it with a report of only the runs stored here, so the caller refuses."""
+    """``results/<experiment>/report.json`` when it is there without the runs it summarises (no
+    ``records.jsonl``, or none readable): publishing would replace it with a report of only the runs
+    stored here, so the caller refuses."""
     out = Path(results) / exp.name
-    return out / "report.json" if (out / "report.json").exists() and not (out / "records.jsonl").exists() else None
+    return out / "report.json" if (out / "report.json").exists() and not read_records(out) else None
 
 
 def _by_arm(exp: Experiment, records: list[dict[str, Any]]) -> tuple[dict[str, set[int]], dict[str, dict[int, float]]]:
@@ -417,6 +448,9 @@ def _run(exp: Experiment, run_dir: Path, log: Any, results: str | Path | None = 
     configs = {a.name: arm_config(exp, a) for a in exp.arms}
     costs = {n: complexity(c) for n, c in configs.items()}
     rounds = len(exp.arms) * exp.max_seeds + 3  # every round trains at least one new (arm, seed)
+    check_same_experiment(exp, read_records(run_dir), run_dir / "records.jsonl")
+    if results is not None:
+        check_same_experiment(exp, read_records(Path(results) / exp.name), Path(results) / exp.name / "records.jsonl")
     for _ in range(rounds):
         todo = next_runs(exp, campaign_records(run_dir, results))
         if not todo:

@@ -13,7 +13,16 @@ from pathlib import Path
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation.data import MfsearchDataError
-    from . import load_experiment, publish, read_records, report_markdown, run_dir_for, run_experiment, write_report
+    from . import (
+        check_same_experiment,
+        load_experiment,
+        publish,
+        read_records,
+        report_markdown,
+        run_dir_for,
+        run_experiment,
+        write_report,
+    )
 
     if args.seeds is not None and not 1 <= args.seeds <= 100:  # as many as an experiment file may list
         raise InputError(f"--seeds: must be in [1, 100], got {args.seeds}")
@@ -27,6 +36,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 for e in exps]
     if args.plan:
         return _plan(args, exps)
+    for exp in exps:  # runs of another file under the same name never count: refused before anything runs
+        run_dir = run_dir_for(exp, args.runs_dir)
+        check_same_experiment(exp, read_records(run_dir), run_dir / "records.jsonl")
+        if args.results is not None:
+            out = Path(args.results) / exp.name
+            check_same_experiment(exp, read_records(out), out / "records.jsonl")
     if args.results is not None:
         _check_results(args.results, exps if not args.report_only else [
             e for e in exps if read_records(run_dir_for(e, args.runs_dir))])  # only those it would write
@@ -67,6 +82,10 @@ def _check_results(results: str, exps: list) -> None:
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise InputError(f"--results {results}: not a writable folder; name a writable folder")
     for exp in exps:
+        out = path / exp.name
+        if out.exists() and (not out.is_dir() or not os.access(out, os.W_OK | os.X_OK)):
+            raise InputError(f"--results {results}: {out} is not a writable folder; {exp.path}'s runs and report go "
+                             "there: move it away or make it writable")
         old = unpublished_report(exp, path)
         if old is not None:
             raise InputError(f"--results {results}: {old} has no records.jsonl beside it, so publishing "
@@ -82,23 +101,22 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
     written = kept = 0
     for exp in exps:
         run_dir = run_dir_for(exp, args.runs_dir)
-        if args.results is not None and not read_records(run_dir):
-            if (Path(args.results) / exp.name / "report.json").exists():
-                print(f"{exp.path}: no runs stored in {run_dir}; {Path(args.results) / exp.name} left as it is",
-                      file=sys.stderr)
-                kept += 1
-            else:
-                print(f"{exp.path}: no runs stored in {run_dir} nor published in {args.results}; no report",
-                      file=sys.stderr)
-            continue
         if args.results is not None:
-            rows = publish(exp, run_dir, args.results)
             out = Path(args.results) / exp.name
+            # the published runs and those stored here; nothing new when none is stored here and it has a report
+            fresh = bool(read_records(run_dir)) or not (out / "report.json").exists()
+            rows = publish(exp, run_dir, args.results) if fresh else None
             if rows is not None:
                 print(report_markdown(exp, rows))
                 print(f"wrote {out / 'records.jsonl'}, {out / 'report.md'}, {out / 'report.json'}")
                 written += 1
-                continue
+            elif (out / "report.json").exists():  # a report published without its runs: kept as it is
+                print(f"{exp.path}: no runs stored in {run_dir}; {out / 'report.json'} left as it is", file=sys.stderr)
+                kept += 1
+            else:
+                print(f"{exp.path}: no finished runs stored in {run_dir} nor published in {out}; no report",
+                      file=sys.stderr)
+            continue
         rows = summarise(exp, read_records(run_dir))
         if not rows:
             print(f"{exp.path}: no finished runs under eval_id {exp.evaluation.eval_id()} in {run_dir}; "

@@ -129,9 +129,14 @@ def read_jsonl(path: Path, fields: dict[str, tuple[type, ...]] | None = None) ->
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash: that job is simply redone
-        if isinstance(rec, dict) and (fields is None or all(_typed(rec, k, t) for k, t in fields.items())):
+        if isinstance(rec, dict) and (fields is None or has_fields(rec, fields)):
             out.append(rec)
     return out
+
+
+def has_fields(rec: dict[str, Any], fields: dict[str, tuple[type, ...]]) -> bool:
+    """Whether ``rec`` has every one of ``fields`` with a value of its types (finite numbers only)."""
+    return all(_typed(rec, k, t) for k, t in fields.items())
 
 
 def _typed(rec: dict[str, Any], key: str, types: tuple[type, ...]) -> bool:
