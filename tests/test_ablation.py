@@ -418,8 +418,8 @@ def test_a_second_runner_of_the_same_experiment_is_refused(tmp_path):
 
 def test_append_after_a_torn_line_keeps_the_new_record(tmp_path):
     p = tmp_path / "records.jsonl"
-    p.write_text('{"arm": "a", "seed": 0}\n{"arm": "a", "se')  # a crash mid-write
-    append_jsonl(p, {"arm": "a", "seed": 1})
+    p.write_text('{"arm": "a", "seed": 0, "eval_id": "e", "status": "failed"}\n{"arm": "a", "se')  # a crash mid-write
+    append_jsonl(p, {"arm": "a", "seed": 1, "eval_id": "e", "status": "failed"})
     assert [r["seed"] for r in read_records(tmp_path)] == [0, 1]
 
 
