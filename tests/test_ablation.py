@@ -469,6 +469,10 @@ def test_plan_estimates_every_arm_at_min_and_max_seeds(tmp_path):
     assert relu["shared_with"] is None and relu["min_minutes"] > 0
     text = plan_markdown(plan)
     assert "| other | base | 26m | baseline |" in text and "0 (runs of planned:a) | 0 |" in text
+    # runs published in a results folder count as stored
+    _published(exp, tmp_path / "res", {("a", 0): 80.0, ("b", 0): 80.5})
+    plan = plan_campaign([exp], steps=1, warmup=1, runs=tmp_path / "runs", results=tmp_path / "res")
+    assert [a["stored"] for a in plan["experiments"][0]["arms"]] == [1, 1, 0]
 
 
 # ----------------------------------------------------------------------------- a real run

@@ -143,7 +143,7 @@ def _plan(args: argparse.Namespace, exps: list) -> int:
     print(f"timing {len({(e.base, a.name) for e in exps for a in e.arms})} arms (1 thread) ...", file=sys.stderr)
     try:
         plan = plan_campaign(exps, log=lambda s: print(s, file=sys.stderr, flush=True), steps=args.plan_steps,
-                             warmup=2, runs=args.runs_dir)
+                             warmup=2, runs=args.runs_dir, results=args.results)
     except MfsearchDataError as e:
         raise InputError(f"{e.field}: {e}") from None
     text = plan_markdown(plan)

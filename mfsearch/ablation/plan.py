@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.cost import probe_data, probe_run
-from . import Experiment, arm_config, read_records, rescaled, run_dir_for
+from . import Experiment, arm_config, campaign_records, rescaled, run_dir_for
 
 
 def run_minutes(ev: Any, probe: dict[str, float]) -> float:
@@ -32,8 +32,10 @@ def run_minutes(ev: Any, probe: dict[str, float]) -> float:
 
 
 def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s: None, steps: int = 3,
-                  warmup: int = 2, runs: str | Path | None = None) -> dict[str, Any]:
-    """Estimated CPU-minutes per experiment and arm at ``min`` and at ``max`` seeds, and the runs already stored."""
+                  warmup: int = 2, runs: str | Path | None = None, results: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """Estimated CPU-minutes per experiment and arm at ``min`` and at ``max`` seeds, and the runs already stored
+    (in ``runs``, or published in ``results``: :func:`~mfsearch.ablation.campaign_records`)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -51,7 +53,7 @@ def plan_campaign(exps: list[Experiment], log: Callable[[str], None] = lambda s:
                 data_s[dkey] = pool.submit(probe_data, dataclasses.asdict(ev)).result()
             lo, hi = (exp.seed_rule.min, exp.seed_rule.max) if exp.seed_rule else (len(exp.seeds), len(exp.seeds))
             eval_id = exp.evaluation.eval_id()
-            stored = [r for r in read_records(run_dir_for(exp, runs)) if r.get("eval_id") == eval_id]
+            stored = [r for r in campaign_records(run_dir_for(exp, runs), results) if r.get("eval_id") == eval_id]
             arms = []
             for arm in exp.arms:
                 cfg = arm_config(exp, arm)
