@@ -494,7 +494,7 @@ def test_ablate_cli_runs_resumes_and_summarises(tmp_path):
     run_dir = tmp_path / "runs" / "ablations" / "quick"
     recs = read_records(run_dir)
     assert sorted((x["arm"], x["seed"]) for x in recs) == [(a, s) for a in "ab" for s in range(3)]
-    assert all(x["status"] == "trained" and x["versions"]["torch"] for x in recs)
+    assert all(x["status"] == "trained" and x["versions"]["torch"] and x["versions"]["cpu"] for x in recs)
     assert all(x["cpu_s"] > 0 and x["threads"] == 1 for x in recs)
     report = json.loads((run_dir / "report.json").read_text())
     assert [row["arm"] for row in report["rows"]] == ["a", "b"]

@@ -176,7 +176,8 @@ def open_storage(url: str, create: bool = True) -> Any:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced a result (stored with every trial)."""
+    """Versions of what produced a result (stored with every trial), and the CPU kernels torch picked here
+    (``x86_64 AVX512``): one thread is bit-reproducible on one machine, not across instruction sets."""
     import numpy
     import optuna
     import torch
@@ -184,7 +185,8 @@ def versions() -> dict[str, str]:
     from .. import __version__
 
     return {"mfsearch": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+            "numpy": numpy.__version__, "python": platform.python_version(),
+            "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"}
 
 
 def trial_constraints(t: Any) -> list[float]:
