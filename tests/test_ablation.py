@@ -64,7 +64,7 @@ def test_shipped_experiments_take_the_validated_evaluation_from_one_place():
         assert raw["evaluation"] == {"from": "../spaces/macs300.yaml"}, f.name  # nothing set beside it
         exp = load_experiment(f)
         assert exp.evaluation == macs300 and exp.evaluation_from == "../spaces/macs300.yaml", f.name
-        assert exp.seed_rule == SeedRule(3, 10, 0.5), f.name  # every axis adapts its seeds
+        assert exp.seed_rule == SeedRule(3, 10, 0.5, confirm=5), f.name  # every axis adapts its seeds
 
 
 def test_the_committed_summary_tables_are_what_the_committed_reports_give():
@@ -386,12 +386,27 @@ def test_seed_decision_rule():
     assert seed_decision([2.0, -2.0], 3, None) == "fixed"
 
 
+
+def test_confirm_keeps_an_early_exclusion_open_until_it_holds_at_confirm_seeds():
+    rule = SeedRule(3, 8, 0.5, confirm=5)
+    lucky = [0.8, 0.9, 0.85, -0.6, 0.1, -0.4]  # excludes 0 at 3 seeds, then does not
+    assert seed_decision(lucky[:3], 3, SeedRule(3, 8, 0.5)) == "excludes 0"  # without confirm: stops on luck
+    assert seed_decision(lucky[:3], 3, rule) == "open"
+    assert seed_decision([0.8, 0.81, 0.8], 3, rule) == "open"  # narrow and clear of 0: still open, not "target"
+    assert seed_decision(lucky[:5], 5, rule) == "open" and seed_decision(lucky, 6, rule) == "open"
+    assert seed_decision([1.0, 1.2, 1.1, 0.9, 1.05], 5, rule) == "excludes 0"  # holds at 5 seeds
+    assert seed_decision([0.1, -0.1, 0.05], 3, rule) == "target"  # confirm is only about exclusions
+    assert SeedRule(3, 4, 0.5, confirm=9).confirm == 4 and SeedRule(3, 8, 0.5).confirm == 3  # within [min, max]
+
+
 @pytest.mark.parametrize("seeds,pattern", [
     ("{min: 1, max: 5, target: 0.5}", r"seeds.min: must be in \[2, 100\]"),
     ("{min: 4, max: 3, target: 0.5}", r"seeds.max: must be in \[4, 100\]"),
     ("{min: 3, max: 5}", r"seeds.target: missing"),
     ("{min: 3, max: 5, target: 0}", r"seeds.target: must be in"),
     ("{min: 3, max: 5, target: 0.5, step: 2}", r"seeds.step: unknown key"),
+    ("{min: 3, max: 5, target: 0.5, confirm: 6}", r"seeds.confirm: must be in \[3, 5\]"),
+    ("{min: 3, max: 5, target: 0.5, confirm: 2}", r"seeds.confirm: must be in \[3, 5\]"),
     ("7", r"seeds: must be a list of 1-100 integers, or \{min"),
 ])
 def test_bad_seed_rules(tmp_path, seeds, pattern):

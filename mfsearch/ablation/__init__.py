@@ -25,7 +25,9 @@ target: 0.5}`` is adaptive, with candidate seeds 0, 1, ..., max-1 in that order:
 Which runs come next is a function of the stored records (:func:`next_runs`), so an interrupted
 campaign resumes where it stopped and ends with the same runs. Stopping when the interval first
 excludes 0 looks at the data after every seed: with no true effect, an arm is declared "up" or
-"down" more often than the nominal 5% (``benchmarks/bench_seed_rule.py`` measures how much).
+"down" more often than the nominal 5% (``benchmarks/bench_seed_rule.py`` measures how much);
+``confirm: C`` (default ``min``) lowers that: an interval that excludes 0 ends an arm only once it
+has tried C seeds, before that the arm stays open.
 
 **One evaluation.** ``evaluation: {from: ../spaces/macs300.yaml}`` takes the ``evaluation:``
 section of another file (relative to the experiment file; other keys beside ``from`` override
@@ -103,19 +105,21 @@ class Experiment:
         if self.seed_rule is None:
             return f"seeds {list(self.seeds)}"
         r = self.seed_rule
-        return f"adaptive seeds (min {r.min}, max {r.max}, target half-width {r.target:g} points)"
+        confirm = f", an interval excluding 0 trusted from {r.confirm} seeds" if r.confirm > r.min else ""
+        return f"adaptive seeds (min {r.min}, max {r.max}, target half-width {r.target:g} points{confirm})"
 
 
 def _parse_seeds(ctx: Ctx, raw: Any) -> tuple[tuple[int, ...], SeedRule | None]:
     if isinstance(raw, dict):
-        no_unknown(ctx, raw, ("min", "max", "target"), "seeds")
+        no_unknown(ctx, raw, ("min", "max", "target", "confirm"), "seeds")
         for k in ("min", "max", "target"):
             if k not in raw:
                 raise ctx.err(f"seeds.{k}", "missing; adaptive seeds read {min: 3, max: 12, target: 0.5}")
         lo = int_field(ctx, raw["min"], "seeds.min", 2, 100)  # two seeds at least: an interval needs two pairs
         hi = int_field(ctx, raw["max"], "seeds.max", lo, 100)
         target = float_field(ctx, raw["target"], "seeds.target", 1e-6, 100.0)
-        return tuple(range(lo)), SeedRule(lo, hi, target)
+        confirm = int_field(ctx, raw["confirm"], "seeds.confirm", lo, hi) if "confirm" in raw else lo
+        return tuple(range(lo)), SeedRule(lo, hi, target, confirm)
     if not isinstance(raw, list) or not raw or len(raw) > 100:
         raise ctx.err("seeds", "must be a list of 1-100 integers, or {min: N, max: M, target: H} (adaptive)")
     seeds = tuple(int_field(ctx, s, "seeds", 0, 2**31 - 1) for s in raw)

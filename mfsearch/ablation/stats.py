@@ -30,7 +30,7 @@ POWER = 0.8
 #: Why an arm stopped getting seeds (or that it has not: ``open``).
 STOP_REASONS = {
     "fixed": "the file lists its seeds",
-    "excludes 0": "the 95% interval excludes 0",
+    "excludes 0": "the 95% interval excludes 0 (with at least `confirm` seeds)",
     "target": "the interval reached the target half-width",
     "max": "reached the maximum number of seeds",
     "open": "still adding seeds",
@@ -39,15 +39,21 @@ STOP_REASONS = {
 
 @dataclass(frozen=True)
 class SeedRule:
-    """``seeds: {min, max, target}``: ``min`` seeds for every arm, then up to ``max``, until the paired
-    interval excludes 0 or its half-width is at most ``target`` points. Seeds are 0, 1, 2, ... in order."""
+    """``seeds: {min, max, target, confirm}``: ``min`` seeds for every arm, then up to ``max``, until the
+    paired interval excludes 0 (with at least ``confirm`` seeds tried: an interval that excludes 0 earlier
+    gets more seeds, so a lucky start does not end the arm) or its half-width is at most ``target`` points.
+    Seeds are 0, 1, 2, ... in order. ``confirm`` defaults to ``min`` (stop at the first exclusion)."""
 
     min: int
     max: int
     target: float
+    confirm: int = 0  # 0: min
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "confirm", min(max(self.confirm, self.min), self.max))
 
     def to_dict(self) -> dict[str, float]:
-        return {"min": self.min, "max": self.max, "target": self.target}
+        return {"min": self.min, "max": self.max, "target": self.target, "confirm": self.confirm}
 
 
 def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -111,8 +117,8 @@ def seed_decision(diffs: Sequence[float], tried: int, rule: SeedRule | None) -> 
     if tried < rule.min:
         return "open"
     lo, hi = t_interval(diffs)
-    if lo > 0 or hi < 0:
-        return "excludes 0"
+    if lo > 0 or hi < 0:  # before `confirm` seeds (< max) an exclusion is not yet trusted: the arm goes on
+        return "excludes 0" if tried >= rule.confirm else "open"
     if (hi - lo) / 2 <= rule.target:
         return "target"
     if tried >= rule.max:
