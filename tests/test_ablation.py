@@ -766,3 +766,29 @@ def test_a_results_subfolder_that_cannot_take_the_runs_is_refused_before_trainin
     r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(tmp_path / "res"), timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "res/x is not a writable folder" in r.stderr and not read_records(runs / "ablations" / "x")
+
+
+@pytest.mark.slow
+def test_with_results_every_finished_run_is_published_at_once_even_under_kill_9(tmp_path):
+    import os
+    import signal
+    import time
+
+    f = tmp_path / "k.yaml"
+    f.write_text("name: k\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2, 3, 4, 5]\narms:\n  a: {}\n"
+                 "  b: {activation: relu}\n" + TINY_EVAL)
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "mfsearch.cli", "ablate", str(f), "--runs-dir", str(runs),
+                             "--results", str(res)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(read_records(runs / "ablations" / "k")) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    local = {(x["arm"], x["seed"]): x["accuracy"] for x in read_records(runs / "ablations" / "k")}
+    published = {(x["arm"], x["seed"]): x["accuracy"] for x in read_records(res / "k")}
+    assert 3 <= len(local) < 12, "killed mid-campaign"
+    # every published run is a stored one; at most the run stored in the instant before the kill is missing
+    assert published.items() <= local.items() and len(published) >= len(local) - 1
+    assert json.loads((res / "k" / "report.json").read_text())["complete"] is False

@@ -431,8 +431,9 @@ def run_experiment(exp: Experiment, runs: str | Path | None = None, log: Any = p
     Each run is appended to ``records.jsonl`` as it finishes (with its CPU seconds and threads), so
     a killed campaign loses at most the run in progress; the same call resumes it. One process at a
     time per experiment (another is refused with :class:`RunError`); different experiments can run at once.
-    With ``results``, the runs published there (:func:`publish`) count as done, and runs another
-    experiment published there are copied like those stored beside ``run_dir``.
+    With ``results``, the runs published there (:func:`publish`) count as done, runs another
+    experiment published there are copied like those stored beside ``run_dir``, and every finished
+    run is published there at once.
     """
     run_dir = run_dir_for(exp, runs)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -473,6 +474,8 @@ def _run(exp: Experiment, run_dir: Path, log: Any, results: str | Path | None = 
                            train_s=src.get("train_s"), versions=src.get("versions", rec["versions"]),
                            threads=src.get("threads"), total_s=0.0, cpu_s=0.0, same_run_as=src["same_run_as"])
                 append_jsonl(run_dir / "records.jsonl", rec)
+                if results is not None:
+                    publish(exp, run_dir, results)
                 log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {rec['accuracy']:.2f}%  "
                     f"the same run as {src['same_run_as']} (not trained again)")
                 continue
@@ -487,6 +490,8 @@ def _run(exp: Experiment, run_dir: Path, log: Any, results: str | Path | None = 
             rec.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(cpu_seconds() - c0, 2),
                        threads=torch.get_num_threads())
             append_jsonl(run_dir / "records.jsonl", rec)
+            if results is not None:  # published at once: losing this machine loses at most the run in progress
+                publish(exp, run_dir, results)
             acc = f"{rec['accuracy']:.2f}%" if "accuracy" in rec else rec.get("failure_reason")
             log(f"{exp.name}: {arm:<18} seed {seed}  MACs {cx.macs / 1e6:6.1f}M  top-1 {acc}  "
                 f"{rec['total_s']:.0f}s ({rec['cpu_s'] / 60:.1f} CPU-min)")
