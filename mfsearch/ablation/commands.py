@@ -56,8 +56,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             raise InputError(f"{exp.path}: {e.field}: {e}") from None
         if args.results is not None:
             rows = publish(exp, run_dir, args.results, time.perf_counter() - t0)
-            print(report_markdown(exp, rows, time.perf_counter() - t0))
             out = Path(args.results) / exp.name
+            if rows is None:  # every run failed: nothing to report
+                print(f"{exp.path}: no run trained (see the failures in {run_dir / 'records.jsonl'}); no report",
+                      file=sys.stderr)
+                continue
+            print(report_markdown(exp, rows, time.perf_counter() - t0))
             print(f"wrote {out / 'records.jsonl'}, {out / 'report.md'}, {out / 'report.json'}")
             continue
         rows = write_report(exp, run_dir, time.perf_counter() - t0)
@@ -206,8 +210,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "campaign says which arms are still open)")
     p.add_argument("--results", default=None, metavar="DIR",
                    help="keep the campaign in DIR too (e.g. experiments/results, committed with the repository): "
-                        "runs published there count as done, and after each experiment (or with --report-only) "
-                        "its runs and report are written to DIR/<experiment>/{records.jsonl,report.md,report.json}")
+                        "runs published there count as done, and every finished run (with --report-only: what is "
+                        "stored here) is published at once to DIR/<experiment>/{records.jsonl,report.md,report.json}")
     p.add_argument("--plan-steps", type=int, default=3, help="timed training steps per arm config for --plan")
     p.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or $MFSEARCH_RUNS)")
     p.set_defaults(func=cmd_ablate)
