@@ -792,3 +792,18 @@ def test_with_results_every_finished_run_is_published_at_once_even_under_kill_9(
     # every published run is a stored one; at most the run stored in the instant before the kill is missing
     assert published.items() <= local.items() and len(published) >= len(local) - 1
     assert json.loads((res / "k" / "report.json").read_text())["complete"] is False
+
+
+def test_publish_writes_nothing_when_every_run_failed(tmp_path):
+    from mfsearch.ablation import publish
+
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n  b: {activation: relu}\n"
+                 + TINY_EVAL)
+    exp = load_experiment(f)
+    run_dir = tmp_path / "runs" / "x"
+    for arm in "ab":
+        append_jsonl(run_dir / "records.jsonl", {"arm": arm, "seed": 0, "eval_id": exp.evaluation.eval_id(),
+                                                 "status": "failed", "failure_reason": "loss is nan",
+                                                 "arch_id": arm_config(exp, exp.arm(arm)).arch_id})
+    assert publish(exp, run_dir, tmp_path / "res") is None and not (tmp_path / "res" / "x").exists()
