@@ -735,8 +735,14 @@ def test_report_only_publishes_from_published_runs_alone_and_skips_damaged_lines
     eid = exp.evaluation.eval_id()
     damaged = [json.dumps({"arm": "a", "seed": 0, "eval_id": eid, "status": "trained"}),  # no top-1
                json.dumps({"arm": "a", "seed": "7", "eval_id": eid, "status": "failed"}),  # a seed that is text
-               json.dumps({"arm": ["a"], "seed": 0, "eval_id": eid, "status": "failed"}), "{}", '{"arm": "b", "se']
+               json.dumps({"arm": ["a"], "seed": 0, "eval_id": eid, "status": "failed"}), "{}", '{"arm": "b", "se',
+               json.dumps({"arm": "a", "seed": 0, "eval_id": eid, "status": "failed", "cpu_s": None}),
+               json.dumps({"arm": "a", "seed": 0, "eval_id": eid, "status": "failed", "total_s": "q"}),
+               json.dumps({"arm": "a", "seed": 0, "eval_id": eid, "status": "trained", "accuracy": 10**400,
+                           "macs": 1, "params": 1, "arch_id": "x"}),
+               '{"arm": "a", "seed": %s}' % ("9" * 5000), "[" * 200000]
     _published(exp, res, {(a, s): 80.0 + s + (a == "b") for a in "ab" for s in range(3)}, extra=damaged)
+    (res / "x" / "records.jsonl").write_bytes(b"\xef\xbb\xbf" + (res / "x" / "records.jsonl").read_bytes())  # a BOM
     r = _cli("ablate", str(f), "--report-only", "--runs-dir", str(tmp_path / "empty"), "--results", str(res),
              timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -756,16 +762,35 @@ def test_report_only_publishes_from_published_runs_alone_and_skips_damaged_lines
     assert (res / "x" / "report.json").read_bytes() == before
 
 
-def test_a_results_subfolder_that_cannot_take_the_runs_is_refused_before_training(tmp_path):
+@pytest.mark.parametrize("broken", ["file", "dangling link", "records.jsonl a folder", "empty --results"])
+def test_a_results_subfolder_that_cannot_take_the_runs_is_refused_before_training(tmp_path, broken):
     f = tmp_path / "x.yaml"
     f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n  b: {activation: relu}\n"
                  + TINY_EVAL)
     (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "x").write_text("")  # a file where the experiment's folder goes
+    if broken == "file":
+        (tmp_path / "res" / "x").write_text("")  # a file where the experiment's folder goes
+    elif broken == "dangling link":
+        (tmp_path / "res" / "x").symlink_to(tmp_path / "gone")
+    elif broken == "records.jsonl a folder":
+        (tmp_path / "res" / "x" / "records.jsonl").mkdir(parents=True)
     runs = tmp_path / "runs"
-    r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", str(tmp_path / "res"), timeout=120)
+    results = "" if broken == "empty --results" else str(tmp_path / "res")
+    r = _cli("ablate", str(f), "--runs-dir", str(runs), "--results", results, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "res/x is not a writable folder" in r.stderr and not read_records(runs / "ablations" / "x")
+    assert ("--results: empty" if not results else "res/x is not a writable folder") in r.stderr
+    assert not read_records(runs / "ablations" / "x")
+
+
+def test_two_files_under_one_name_in_one_command_are_refused_before_anything_runs(tmp_path):
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("name: z\nbase: mobile_former_26m\nbaseline: a\nseeds: [0]\narms:\n  a: {}\n"
+                   "  b: {activation: relu}\n" + TINY_EVAL)
+    two.write_text(one.read_text().replace("relu", "relu6"))
+    runs = tmp_path / "runs"
+    r = _cli("ablate", str(one), str(two), "--runs-dir", str(runs), "--results", str(tmp_path / "res"), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "two.yaml: name: 'z' is also the name of" in r.stderr and not (runs / "ablations" / "z").exists()
 
 
 @pytest.mark.slow

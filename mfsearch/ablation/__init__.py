@@ -294,10 +294,14 @@ TRAINED_FIELDS = {"accuracy": (int, float), "macs": (int,), "params": (int,), "a
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
     """The stored (arm, seed) records. A line cut short by a crash, damaged or hand-merged wrongly (not a
     JSON object, or without the fields a run has) is skipped, and that run is redone."""
-    from ..proxycheck import has_fields, read_jsonl
+    from ..proxycheck import NUMBER, has_fields, read_jsonl
 
-    return [r for r in read_jsonl(run_dir / "records.jsonl", RUN_FIELDS)
-            if r["status"] != "trained" or has_fields(r, TRAINED_FIELDS)]
+    def whole(r: dict[str, Any]) -> bool:
+        if any(k in r and not has_fields(r, {k: NUMBER}) for k in ("cpu_s", "total_s")):
+            return False
+        return r["status"] != "trained" or (has_fields(r, TRAINED_FIELDS) and 0 <= r["accuracy"] <= 100)
+
+    return [r for r in read_jsonl(run_dir / "records.jsonl", RUN_FIELDS) if whole(r)]
 
 
 def foreign_run(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any] | None:

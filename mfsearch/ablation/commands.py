@@ -36,6 +36,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 for e in exps]
     if args.plan:
         return _plan(args, exps)
+    named: dict[str, Path] = {}
+    for exp in exps:  # two files under one name would share runs: refused before anything runs
+        other = named.setdefault(exp.name, Path(exp.path).resolve())
+        if other != Path(exp.path).resolve():
+            raise InputError(f"{exp.path}: name: {exp.name!r} is also the name of {other}; their runs would be one "
+                             "experiment's: give each file its own name")
+    exps = list({e.name: e for e in exps}.values())  # the same file twice runs once
     for exp in exps:  # runs of another file under the same name never count: refused before anything runs
         run_dir = run_dir_for(exp, args.runs_dir)
         check_same_experiment(exp, read_records(run_dir), run_dir / "records.jsonl")
@@ -78,6 +85,8 @@ def _check_results(results: str, exps: list) -> None:
     from ..errors import InputError
     from . import unpublished_report
 
+    if not results.strip():
+        raise InputError("--results: empty; name a folder, e.g. experiments/results")
     path = Path(results)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -87,9 +96,12 @@ def _check_results(results: str, exps: list) -> None:
         raise InputError(f"--results {results}: not a writable folder; name a writable folder")
     for exp in exps:
         out = path / exp.name
-        if out.exists() and (not out.is_dir() or not os.access(out, os.W_OK | os.X_OK)):
-            raise InputError(f"--results {results}: {out} is not a writable folder; {exp.path}'s runs and report go "
-                             "there: move it away or make it writable")
+        files = [out / n for n in ("records.jsonl", "report.json", "report.md")]
+        if (out.is_symlink() and not out.exists()) or (out.exists() and (
+                not out.is_dir() or not os.access(out, os.W_OK | os.X_OK)
+                or any(f.exists() and not f.is_file() for f in files))):
+            raise InputError(f"--results {results}: {out} is not a writable folder of files; {exp.path}'s runs and "
+                             "report go there: move it away or make it writable")
         old = unpublished_report(exp, path)
         if old is not None:
             raise InputError(f"--results {results}: {old} has no records.jsonl beside it, so publishing "

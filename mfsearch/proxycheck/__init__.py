@@ -121,14 +121,14 @@ def read_jsonl(path: Path, fields: dict[str, tuple[type, ...]] | None = None) ->
     if not path.is_file():
         return []
     out = []
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+    for line in path.read_bytes().decode("utf-8-sig", errors="replace").splitlines():  # an editor's BOM too
         line = line.strip()
         if not line:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: that job is simply redone
+        except (ValueError, RecursionError):  # cut by a crash, or damaged (a 5000-digit number, deep nesting)
+            continue  # that job is simply redone
         if isinstance(rec, dict) and (fields is None or has_fields(rec, fields)):
             out.append(rec)
     return out
@@ -146,6 +146,8 @@ def _typed(rec: dict[str, Any], key: str, types: tuple[type, ...]) -> bool:
     if isinstance(v, bool) and bool not in types:
         return False
     if isinstance(v, float) and not np.isfinite(v):
+        return False
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63:  # no real count or top-1 is that large
         return False
     return isinstance(v, types)
 
