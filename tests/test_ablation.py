@@ -832,3 +832,22 @@ def test_publish_writes_nothing_when_every_run_failed(tmp_path):
                                                  "status": "failed", "failure_reason": "loss is nan",
                                                  "arch_id": arm_config(exp, exp.arm(arm)).arch_id})
     assert publish(exp, run_dir, tmp_path / "res") is None and not (tmp_path / "res" / "x").exists()
+
+
+def test_report_only_rewrites_a_published_report_a_run_behind_its_records(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\nbase: mobile_former_26m\nbaseline: a\nseeds: [0, 1, 2]\narms:\n  a: {}\n"
+                 "  b: {activation: relu}\n" + TINY_EVAL)
+    exp = load_experiment(f)
+    res, empty = tmp_path / "res", tmp_path / "empty"
+    accs = {(a, s): 80.0 + s + (a == "b") for a in "ab" for s in range(3)}
+    _published(exp, res, {k: v for k, v in accs.items() if k[1] < 2})
+    assert _cli("ablate", str(f), "--report-only", "--runs-dir", str(empty), "--results", str(res)).returncode == 0
+    before = (res / "x" / "report.json").read_bytes()
+    r = _cli("ablate", str(f), "--report-only", "--runs-dir", str(empty), "--results", str(res))
+    assert r.returncode == 0 and "left as it is" in r.stderr and (res / "x" / "report.json").read_bytes() == before
+    _published(exp, res, accs)  # the runs moved on and the report did not (a kill between the two writes)
+    r = _cli("ablate", str(f), "--report-only", "--runs-dir", str(empty), "--results", str(res))
+    assert r.returncode == 0, r.stderr
+    rows = {row["arm"]: row for row in json.loads((res / "x" / "report.json").read_text())["rows"]}
+    assert rows["a"]["seeds"] == rows["b"]["seeds"] == 3

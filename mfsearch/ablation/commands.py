@@ -109,6 +109,28 @@ def _check_results(results: str, exps: list) -> None:
                              f"{old.parent} away first, or leave out --results")
 
 
+def _report_rows(folder: Path) -> list | None:
+    """The rows of ``folder/report.json``, or None when there is none (or it is not a report)."""
+    try:
+        rows = json.loads((folder / "report.json").read_text()).get("rows")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return rows if isinstance(rows, list) else None
+
+
+def _report_matches(exp, folder: Path) -> bool:
+    """Whether ``folder/report.json`` is there and says what ``folder/records.jsonl`` gives (a kill between
+    writing the runs and the report leaves it a run behind); without readable runs, whether it is there."""
+    from .._utils import finite_json
+    from . import read_records, summarise
+
+    rows = _report_rows(folder)
+    records = read_records(folder)
+    if rows is None or not records:
+        return rows is not None
+    return json.loads(finite_json(summarise(exp, records))) == rows
+
+
 def _report_only(args: argparse.Namespace, exps: list) -> int:
     """Write each experiment's report from the runs stored so far; train nothing."""
     from ..errors import InputError
@@ -119,8 +141,8 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
         run_dir = run_dir_for(exp, args.runs_dir)
         if args.results is not None:
             out = Path(args.results) / exp.name
-            # the published runs and those stored here; nothing new when none is stored here and it has a report
-            fresh = bool(read_records(run_dir)) or not (out / "report.json").exists()
+            # the published runs and those stored here; a report that already says what they give is kept
+            fresh = bool(read_records(run_dir)) or not _report_matches(exp, out)
             rows = publish(exp, run_dir, args.results) if fresh else None
             if rows is not None:
                 print(report_markdown(exp, rows))
