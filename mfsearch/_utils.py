@@ -88,6 +88,46 @@ def append_jsonl(path: str | Path, rec: dict) -> None:
         f.flush()
 
 
+def merge_jsonl(records: Iterable[dict], dest: str | Path) -> int:
+    """Append to ``dest`` the ``records`` it does not hold yet (the same content, whatever the key order, is
+    the same record); the file is replaced whole, what it held is kept byte for byte. Returns how many."""
+    import json
+
+    dest = Path(dest)
+    old = dest.read_bytes() if dest.is_file() else b""
+    have = set()
+    for line in old.decode("utf-8-sig", errors="replace").splitlines():
+        try:
+            have.add(json.dumps(json.loads(line), sort_keys=True))
+        except (ValueError, RecursionError):
+            continue  # a damaged line stays as it is, and counts for nothing
+    new = []
+    for r in records:
+        key = json.dumps(r, sort_keys=True)
+        if key not in have:
+            have.add(key)
+            new.append(json.dumps(r) + "\n")
+    if new:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        head = old if not old or old.endswith(b"\n") else old + b"\n"
+        atomic_write(dest, lambda t: t.write_bytes(head + "".join(new).encode()))
+    return len(new)
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """``path`` as a folder this process can write (created if missing), or one :class:`InputError` naming ``flag``."""
+    if not str(path).strip():
+        raise InputError(f"{flag}: empty; name a folder")
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot create it ({e.strerror or e}); name a writable folder") from None
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: not a writable folder; name a writable folder")
+    return p
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path`` (this process's id in its name, the same suffix),
     then move it into place: a reader sees the old file or the new one, never half of one, and a failed

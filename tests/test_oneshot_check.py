@@ -175,3 +175,42 @@ def test_a_second_check_into_the_same_folder_is_refused_naming_the_holder(tmp_pa
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (folder / "paper.jsonl").exists() and not (folder / "architectures.jsonl").exists()
     assert not (tmp_path / "runs" / "supernets").exists()
+
+
+@pytest.mark.slow
+def test_oneshot_check_published_with_results_continues_on_another_machine(tmp_path, run_cli):
+    args = ("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "6", "--seeds", "2")
+    res = tmp_path / "res"
+    (tmp_path / "m1").mkdir()
+    run_cli(*args, "--results", str(res), cwd=tmp_path / "m1")
+    [local] = (tmp_path / "m1" / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    pub = res / local.parent.name
+    assert len(_lines(pub / "architectures.jsonl")) == 12 and len(_lines(pub / local.name / "scores.jsonl")) >= 6
+    assert (pub / local.name / "report.json").read_bytes() == (local / "report.json").read_bytes()
+    published = (pub / "architectures.jsonl").read_bytes()
+    rep = json.loads((local / "report.json").read_text())
+    # machine 2 has only the published check: it trains, scores and loads nothing, and reports the same
+    (tmp_path / "m2").mkdir()
+    r = run_cli(*args, "--results", str(res), cwd=tmp_path / "m2")
+    assert "training" not in r.stderr and "scoring" not in r.stderr and "supernet" not in r.stderr, r.stderr
+    assert not (tmp_path / "m2" / "runs" / "supernets").exists()
+    [again] = (tmp_path / "m2" / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    assert json.loads((again / "report.json").read_text())["oneshot"] == rep["oneshot"]
+    assert (pub / "architectures.jsonl").read_bytes() == published  # nothing new: not rewritten
+    # machine 3 finds the published stand-alone runs cut short: it trains the missing ones only, and appends them
+    lines = published.decode().splitlines(keepends=True)
+    (pub / "architectures.jsonl").write_text("".join(lines[:7]))
+    (tmp_path / "m3").mkdir()
+    r = run_cli(*args, "--results", str(res), cwd=tmp_path / "m3")
+    assert "training 5 stand-alone" in r.stderr and "scoring" not in r.stderr, r.stderr
+    after = (pub / "architectures.jsonl").read_bytes()
+    assert after.startswith("".join(lines[:7]).encode()) and len(_lines(pub / "architectures.jsonl")) == 12
+
+
+def test_results_goes_only_with_oneshot_and_must_be_writable(tmp_path, tiny_yaml, run_cli):
+    r = run_cli("proxy-check", str(tiny_yaml), "--results", str(tmp_path / "res"), cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "--results: goes only with --oneshot" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "file").write_text("")
+    r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--results", str(tmp_path / "file"), cwd=tmp_path,
+                check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "name a writable folder" in r.stderr

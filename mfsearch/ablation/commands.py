@@ -82,18 +82,11 @@ def _check_results(results: str, exps: list) -> None:
     by a smaller one (a report whose runs were not published). Checked before anything runs."""
     import os
 
+    from .._utils import writable_folder
     from ..errors import InputError
     from . import unpublished_report
 
-    if not results.strip():
-        raise InputError("--results: empty; name a folder, e.g. experiments/results")
-    path = Path(results)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--results {results}: cannot create it ({e.strerror or e}); name a writable folder") from None
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"--results {results}: not a writable folder; name a writable folder")
+    path = writable_folder(results, "--results")
     for exp in exps:
         out = path / exp.name
         files = [out / n for n in ("records.jsonl", "report.json", "report.md")]

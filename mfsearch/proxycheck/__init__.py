@@ -214,14 +214,17 @@ class JobsFailed(RuntimeError):
     """A worker process died (killed, out of memory): what finished is stored, a re-run redoes the rest."""
 
 
-def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None:
-    """Run ``(fn, args, record, path)`` jobs in order; append ``{**record, **fn(*args)}`` to ``path`` as each ends."""
+def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None],
+              stored: Callable[[], None] = lambda: None) -> None:
+    """Run ``(fn, args, record, path)`` jobs in order; append ``{**record, **fn(*args)}`` to ``path`` as each ends,
+    then call ``stored()`` (e.g. to publish it)."""
     if not jobs:
         return
     if workers <= 1:
         for fn, args, rec, path in jobs:
             out = {**rec, **fn(*args)}
             append_jsonl(path, out)
+            stored()
             log(_job_line(out))
         return
     import multiprocessing as mp
@@ -235,6 +238,7 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None]) -> None
                 rec, path = futs[fut]
                 out = {**rec, **fut.result()}
                 append_jsonl(path, out)
+                stored()
                 log(_job_line(out))
         except BrokenProcessPool:
             for f in futs:

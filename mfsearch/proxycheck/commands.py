@@ -55,6 +55,8 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     from ..evaluation.data import MfsearchDataError
     from . import JobsFailed
 
+    if args.results is not None and not args.oneshot:
+        raise InputError("--results: goes only with --oneshot (the long check to keep across machines); drop it")
     if args.oneshot and (args.sweep or args.zero_cost or args.skip_paper or args.models or args.estimate
                          or args.batch_size is not None):
         what = next(f for f, on in (("--sweep", args.sweep), ("--zero-cost", args.zero_cost),
@@ -161,7 +163,12 @@ def _oneshot(args: argparse.Namespace, space: Any, log: Any) -> int:
     require_oneshot(space)
     opts = OneShotCheckOptions(sample=args.sample or 24, seeds=args.seeds or 3, workers=args.workers,
                                report_only=args.report_only)
-    s = run_oneshot_check(space, opts, log, args.runs_dir)
+    results = None
+    if args.results is not None:
+        from .._utils import writable_folder
+
+        results = writable_folder(args.results, "--results")
+    s = run_oneshot_check(space, opts, log, args.runs_dir, results)
     print(oneshot_markdown(space, s))
     out = s["out"]
     print(f"wrote {out}/report.md, {out}/report.json" + (f", {out}/oneshot_vs_standalone.png" if s["rows"] else ""))
@@ -237,6 +244,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a one-shot space: rank agreement of its supernet's scores with stand-alone training "
                    "(--sample architectures plus the paper models inside it, --seeds stand-alone seeds each); "
                    "report in runs/proxy-check/<space>-<eval_id>/oneshot-<supernet>/")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="with --oneshot: keep the check in DIR too (committed with the repository): stand-alone runs "
+                        "and scores published there count as done, and each one stored is published at once to "
+                        "DIR/<space>-<eval_id>/ (the layout of runs/proxy-check)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report what is stored so far")
     p.add_argument("--estimate", action="store_true",
                    help="with --sweep: time each setting briefly and estimate its CPU-minutes; train nothing")

@@ -104,27 +104,53 @@ def _seeds(space: Space, n: int) -> list[int]:
     return [space.evaluation.seed + i for i in range(n)]
 
 
-def stored_runs(base: Path, name: str) -> list[dict[str, Any]]:
+def stored_runs(base: Path, name: str, results: str | Path | None = None) -> list[dict[str, Any]]:
     """Stand-alone runs in ``base/name`` and in every other proxy-check folder of the same evaluation settings
-    (``*-<eval_id>/name``: a plain proxy-check of a space with these settings, another one-shot space's check):
-    the settings are equal, so the runs are too. This folder's come first (a duplicate never counts twice)."""
+    (``*-<eval_id>/name``: a plain proxy-check of a space with these settings, another one-shot space's check),
+    here and, with ``results``, published there (:func:`publish_check`): the settings are equal, so the runs
+    are too. This folder's come first (a duplicate never counts twice)."""
     eval_id = base.name.rsplit("-", 1)[-1]
     fields = PAPER_RUN if name == "paper.jsonl" else ARCH_RUN
     out = read_jsonl(base / name, fields)
-    for other in sorted(base.parent.glob(f"*-{eval_id}")):
-        if other != base:
-            out += [r for r in read_jsonl(other / name, fields) if r.get("eval_id", eval_id) == eval_id]
+    for root in [base.parent] + ([Path(results)] if results is not None else []):
+        for other in sorted(root.glob(f"*-{eval_id}")):
+            if other != base:
+                out += [r for r in read_jsonl(other / name, fields) if r.get("eval_id", eval_id) == eval_id]
     return out
+
+
+def _scores(out: Path, results: str | Path | None) -> list[dict[str, Any]]:
+    """The one-shot scores stored in ``out``, then those published for the same check and supernet."""
+    pub = [] if results is None else read_jsonl(Path(results) / out.parent.name / out.name / "scores.jsonl", SCORE)
+    return read_jsonl(out / "scores.jsonl", SCORE) + pub
+
+
+def publish_check(out: Path, results: str | Path) -> None:
+    """Publish the check in ``out`` to ``results/<space>-<eval_id>/`` (the layout of ``runs/proxy-check``): the
+    stand-alone runs it reads (``architectures.jsonl``, ``paper.jsonl``) and its scores, each file only
+    appended to (:func:`~mfsearch._utils.merge_jsonl`), and its report. Kept with the repository, they let a
+    check continue on another machine: published runs and scores count as done there."""
+    from .._utils import atomic_write, merge_jsonl
+
+    base, pub = out.parent, Path(results) / out.parent.name
+    for name in ("architectures.jsonl", "paper.jsonl"):
+        merge_jsonl(stored_runs(base, name), pub / name)
+    merge_jsonl(read_jsonl(out / "scores.jsonl", SCORE), pub / out.name / "scores.jsonl")
+    for name in ("report.md", "report.json"):
+        if (out / name).is_file():
+            data = (out / name).read_bytes()
+            atomic_write(pub / out.name / name, lambda t, data=data: t.write_bytes(data))
 
 
 SCORE = {"arch_id": (str,), "oneshot": (int, float)}
 
 
 def _sample_jobs(space: Space, sample: Sequence[MobileFormerConfig], seeds: Sequence[int], path: Path,
-                 workers: int) -> list[Any]:
-    """The (architecture, seed) stand-alone runs not stored yet, seed-major."""
+                 workers: int, results: str | Path | None = None) -> list[Any]:
+    """The (architecture, seed) stand-alone runs not stored (nor published) yet, seed-major."""
     ev = standalone_space(space).evaluation
-    done = {(r["arch_id"], r["seed"]) for r in stored_runs(path.parent, path.name) if "arch_id" in r and "seed" in r}
+    done = {(r["arch_id"], r["seed"]) for r in stored_runs(path.parent, path.name, results)
+            if "arch_id" in r and "seed" in r}
     threads = _threads(space, workers)
     jobs = []
     for seed in seeds:
@@ -137,8 +163,9 @@ def _sample_jobs(space: Space, sample: Sequence[MobileFormerConfig], seeds: Sequ
 
 
 def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
-                      runs: str | Path | None = None) -> dict[str, Any]:
-    """Score, train what is missing (resuming), and summarise; the summary (also written as report files)."""
+                      runs: str | Path | None = None, results: str | Path | None = None) -> dict[str, Any]:
+    """Score, train what is missing (resuming), and summarise; the summary (also written as report files).
+    With ``results``, what is published there counts as done, and each stored run is published at once."""
     from ..evaluation.strategies import oneshot_settings
     from ..oneshot.train import supernet_key
 
@@ -156,18 +183,27 @@ def run_oneshot_check(space: Space, opts: OneShotCheckOptions, log: Log,
     with contextlib.ExitStack() as held:
         if not opts.report_only:
             held.enter_context(one_runner([base], "mfsearch proxy-check --oneshot"))
-        return _run_locked(space, opts, log, runs, sample, paper, key, out, base, seeds, scores_path, cfgs, t0)
+        summary = _run_locked(space, opts, log, runs, sample, paper, key, out, base, seeds, scores_path, cfgs, t0,
+                              results)
+        if results is not None:
+            publish_check(out, results)
+        return summary
 
 
 def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | Path | None,
                 sample: list[MobileFormerConfig], paper: list[str], key: str, out: Path, base: Path,
-                seeds: list[int], scores_path: Path, cfgs: list[Any], t0: float) -> dict[str, Any]:
+                seeds: list[int], scores_path: Path, cfgs: list[Any], t0: float,
+                results: str | Path | None = None) -> dict[str, Any]:
     from ..oneshot.score import score
     from ..oneshot.strategy import load
     from ..store import runs_dir
 
+    def stored() -> None:
+        if results is not None:
+            publish_check(out, results)
+
     if not opts.report_only:
-        have = {r["arch_id"] for r in read_jsonl(scores_path, SCORE)}
+        have = {r["arch_id"] for r in _scores(out, results)}
         todo = [c for c in cfgs if c[1] not in have]
         if todo:
             loaded = load(space, runs_dir(runs).absolute() / "proxy-check", log)  # the cache: <runs>/supernets/
@@ -178,18 +214,19 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
                 append_jsonl(scores_path, {"arch_id": aid, "kind": kind, "name": name, "summary": cfg.summary(),
                                       "oneshot": acc, "supernet": key, "score_s": round(time.perf_counter() - w0, 4),
                                       "score_cpu_s": round(time.process_time() - c0, 4)})
-        jobs = _sample_jobs(space, sample, seeds, base / "architectures.jsonl", opts.workers)
+            stored()
+        jobs = _sample_jobs(space, sample, seeds, base / "architectures.jsonl", opts.workers, results)
         have_paper = {(r["name"], r["seed"]) for r in select_records(
-            stored_runs(base, "paper.jsonl"), paper, seeds, deterministic=space.evaluation.deterministic)}
+            stored_runs(base, "paper.jsonl", results), paper, seeds, deterministic=space.evaluation.deterministic)}
         jobs += [j for j in paper_jobs(standalone_space(space), paper, seeds, base, opts.workers)
                  if (j[2]["name"], j[2]["seed"]) not in have_paper]
         if jobs:
             log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
                 "seed-major; a re-run resumes")
-        _run_jobs(jobs, opts.workers, log)
-    summary = summarise_oneshot(space, sample, paper, seeds, read_jsonl(scores_path, SCORE),
-                                stored_runs(base, "architectures.jsonl"), stored_runs(base, "paper.jsonl"),
-                                opts.bootstrap_seed)
+        _run_jobs(jobs, opts.workers, log, stored)
+    summary = summarise_oneshot(space, sample, paper, seeds, _scores(out, results),
+                                stored_runs(base, "architectures.jsonl", results),
+                                stored_runs(base, "paper.jsonl", results), opts.bootstrap_seed)
     summary["supernet"] = key
     summary["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     text = oneshot_markdown(space, summary)
