@@ -127,7 +127,7 @@ def _report_matches(exp, folder: Path) -> bool:
 def _report_only(args: argparse.Namespace, exps: list) -> int:
     """Write each experiment's report from the runs stored so far; train nothing."""
     from ..errors import InputError
-    from . import publish, read_records, report_markdown, run_dir_for, summarise, write_report
+    from . import _run_key, publish, read_records, report_markdown, run_dir_for, summarise, write_report
 
     written = kept = 0
     for exp in exps:
@@ -135,14 +135,16 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
         if args.results is not None:
             out = Path(args.results) / exp.name
             # the published runs and those stored here; a report that already says what they give is kept
-            fresh = bool(read_records(run_dir)) or not _report_matches(exp, out)
+            published = {_run_key(r) for r in read_records(out)}
+            fresh = any(_run_key(r) not in published for r in read_records(run_dir)) or not _report_matches(exp, out)
             rows = publish(exp, run_dir, args.results) if fresh else None
             if rows is not None:
                 print(report_markdown(exp, rows))
                 print(f"wrote {out / 'records.jsonl'}, {out / 'report.md'}, {out / 'report.json'}")
                 written += 1
             elif (out / "report.json").exists():  # a report published without its runs: kept as it is
-                print(f"{exp.path}: no runs stored in {run_dir}; {out / 'report.json'} left as it is", file=sys.stderr)
+                print(f"{exp.path}: nothing stored in {run_dir} that {out} lacks; {out / 'report.json'} left as it is",
+                      file=sys.stderr)
                 kept += 1
             else:
                 print(f"{exp.path}: no finished runs stored in {run_dir} nor published in {out}; no report",
