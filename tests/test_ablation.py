@@ -533,7 +533,8 @@ def test_ablate_report_only_reports_the_stored_runs_and_trains_nothing(tmp_path)
     run_dir = runs / "ablations" / "e"
     for s in range(3):
         for a in exp.arms:
-            append_jsonl(run_dir / "records.jsonl", {**_record(exp, a.name, s), "cpu_s": 60.0})
+            append_jsonl(run_dir / "records.jsonl", {**_record(exp, a.name, s), "cpu_s": 60.0,
+                                                     "arch_id": arm_config(exp, a).arch_id})
     before = (run_dir / "records.jsonl").read_text()
     r = _cli("ablate", str(exp.path), "--report-only", "--runs-dir", str(runs), timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

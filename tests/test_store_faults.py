@@ -270,7 +270,8 @@ def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path, tiny_space):
     """Another live process on another 'host' keeps beating: the second run leaves its trial alone."""
     from mfsearch.store.liveness import stale_reason
 
-    p = tiny_space(tmp_path, evaluation={"epochs": 6, "train_size": 6000},
+    # long enough that the first run is still training when the second has looked (checked below)
+    p = tiny_space(tmp_path, evaluation={"epochs": 30, "train_size": 6000},
                    search={"trials": 1, "sampler": "random", "reference_models": False})
     env = _env(tmp_path, MFSEARCH_HEARTBEAT_S="1", MFSEARCH_STALE_S="5")
     proc = subprocess.Popen([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], cwd=tmp_path,
@@ -290,6 +291,7 @@ def test_a_trial_of_a_live_worker_is_not_taken_for_dead(tmp_path, tiny_space):
         r = subprocess.run([sys.executable, "-m", "mfsearch", "run", str(p), "--no-progress"], capture_output=True,
                            text=True, cwd=tmp_path, env=env, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
+        assert proc.poll() is None, "the first run ended before the second looked: give it more epochs"
         assert "being trained by other workers" in r.stderr
     finally:
         proc.wait(timeout=600)
