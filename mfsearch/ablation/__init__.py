@@ -329,6 +329,12 @@ def _run_key(r: dict[str, Any]) -> tuple[Any, Any, Any]:
     return r.get("arm"), r.get("seed"), r.get("eval_id")
 
 
+def _unpublished(local: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``local`` runs not among ``published`` (by (arm, seed, eval_id): the same key is the same run)."""
+    keys = {_run_key(r) for r in published}
+    return [r for r in local if _run_key(r) not in keys]
+
+
 def campaign_records(run_dir: Path, results: str | Path | None = None) -> list[dict[str, Any]]:
     """The experiment's runs: those published in ``results/<experiment>/records.jsonl`` (a campaign's copy
     kept with the repository, :func:`publish`), then the ones stored in ``run_dir`` and not published.
@@ -336,12 +342,10 @@ def campaign_records(run_dir: Path, results: str | Path | None = None) -> list[d
     A run is its (arm, seed, eval_id): the same key in both places is the same run, published once. So
     a campaign continues on another machine from what was published, and trains only what is missing.
     """
-    local = read_records(run_dir)
     if results is None:
-        return local
+        return read_records(run_dir)
     published = read_records(Path(results) / run_dir.name)
-    keys = {_run_key(r) for r in published}
-    return published + [r for r in local if _run_key(r) not in keys]
+    return published + _unpublished(read_records(run_dir), published)
 
 
 def publish(exp: Experiment, run_dir: Path, results: str | Path, wall_s: float | None = None
@@ -349,18 +353,21 @@ def publish(exp: Experiment, run_dir: Path, results: str | Path, wall_s: float |
     """Write the experiment's runs (:func:`campaign_records`) and its report (``report.{md,json}``, no
     plot) to ``results/<experiment>/``; ``None`` (nothing written) when no run has finished.
 
-    The records go first, each file whole or not at all: a report there always has its runs beside it,
-    and a later ``publish`` only appends runs to them.
+    The records go first, each file whole or not at all: a report there always has its runs beside it.
+    Runs are only appended (:func:`~mfsearch._utils.merge_jsonl`): what the file held, a damaged line
+    included, is kept byte for byte.
     """
-    records = campaign_records(run_dir, results)
-    check_same_experiment(exp, read_records(run_dir), run_dir / "records.jsonl")
-    check_same_experiment(exp, records, Path(results) / exp.name / "records.jsonl")
-    rows = summarise(exp, records)
+    from .._utils import merge_jsonl
+
+    out = Path(results) / exp.name
+    local, published = read_records(run_dir), read_records(out)
+    check_same_experiment(exp, local, run_dir / "records.jsonl")
+    check_same_experiment(exp, published, out / "records.jsonl")
+    new = _unpublished(local, published)
+    rows = summarise(exp, published + new)
     if not rows:
         return None
-    out = Path(results) / exp.name
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "records.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+    merge_jsonl(new, out / "records.jsonl")
     return write_report(exp, out, wall_s, rows=rows, plot=False)
 
 

@@ -127,7 +127,7 @@ def _report_matches(exp, folder: Path) -> bool:
 def _report_only(args: argparse.Namespace, exps: list) -> int:
     """Write each experiment's report from the runs stored so far; train nothing."""
     from ..errors import InputError
-    from . import _run_key, publish, read_records, report_markdown, run_dir_for, summarise, write_report
+    from . import _unpublished, publish, read_records, report_markdown, run_dir_for, summarise, write_report
 
     written = kept = 0
     for exp in exps:
@@ -135,8 +135,7 @@ def _report_only(args: argparse.Namespace, exps: list) -> int:
         if args.results is not None:
             out = Path(args.results) / exp.name
             # the published runs and those stored here; a report that already says what they give is kept
-            published = {_run_key(r) for r in read_records(out)}
-            fresh = any(_run_key(r) not in published for r in read_records(run_dir)) or not _report_matches(exp, out)
+            fresh = bool(_unpublished(read_records(run_dir), read_records(out))) or not _report_matches(exp, out)
             rows = publish(exp, run_dir, args.results) if fresh else None
             if rows is not None:
                 print(report_markdown(exp, rows))
