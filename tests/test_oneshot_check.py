@@ -214,3 +214,64 @@ def test_results_goes_only_with_oneshot_and_must_be_writable(tmp_path, tiny_yaml
     r = run_cli("proxy-check", str(TINY_ONESHOT), "--oneshot", "--results", str(tmp_path / "file"), cwd=tmp_path,
                 check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "name a writable folder" in r.stderr
+
+
+@pytest.mark.slow
+def test_with_two_workers_the_supernet_trains_in_its_own_process_beside_the_stand_alone_runs(tmp_path, run_cli):
+    args = ("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "6", "--seeds", "2")
+    (tmp_path / "two").mkdir()
+    r = run_cli(*args, "--workers", "2", cwd=tmp_path / "two")
+    assert "training the supernet in a process of its own" in r.stderr, r.stderr
+    # this process trained no epoch: it waited for the supernet's process (or found it done), then loaded it
+    assert "training nothing" in r.stderr or "waiting for" in r.stderr, r.stderr
+    [out] = (tmp_path / "two" / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["complete"] == 6 and len(_lines(out.parent / "architectures.jsonl")) == 12
+    assert len(_lines(out / "scores.jsonl")) == 6
+    # a complete supernet is not trained again, nor put in a process of its own: the check only reports
+    r = run_cli(*args, "--workers", "2", cwd=tmp_path / "two")
+    assert "process of its own" not in r.stderr and "training" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_a_check_killed_while_its_supernet_trains_beside_it_leaves_no_process_behind(tmp_path, run_cli):
+    """SIGKILL the check while the supernet's own process trains: that process ends by itself (its lock frees),
+    and the same command then completes the check."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ("proxy-check", str(TINY_ONESHOT), "--oneshot", "--sample", "6", "--seeds", "2", "--workers", "2")
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "mfsearch", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=err, env=dict(os.environ, MFSEARCH_RUNS=str(tmp_path / "runs")))
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs" / "supernets").glob("*/trainer.json")):  # its process is training it
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
+            time.sleep(0.2)
+        [trainer] = (tmp_path / "runs" / "supernets").glob("*/trainer.json")
+        pid = json.loads(trainer.read_text())["pid"]
+        assert pid != proc.pid  # not the check's own process
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    def alive(pid: int) -> bool:  # a process that ended but was not reaped yet (a zombie) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 5  # it looks for its parent every second; the supernet trains for longer
+    while alive(pid):
+        assert time.monotonic() < deadline, "the supernet's process outlived the check it trained for"
+        time.sleep(0.1)
+    assert list((tmp_path / "runs" / "supernets").glob("*/trainer.json")), "the supernet finished: too late a kill"
+    r = run_cli(*args, cwd=tmp_path)
+    [out] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    assert json.loads((out / "report.json").read_text())["complete"] == 6, r.stderr

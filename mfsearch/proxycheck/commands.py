@@ -162,7 +162,7 @@ def _oneshot(args: argparse.Namespace, space: Any, log: Any) -> int:
 
     require_oneshot(space)
     opts = OneShotCheckOptions(sample=args.sample or 24, seeds=args.seeds or 3, workers=args.workers,
-                               report_only=args.report_only)
+                               report_only=args.report_only, quiet=args.quiet)
     results = None
     if args.results is not None:
         from .._utils import writable_folder

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,7 @@ class OneShotCheckOptions:
     workers: int = 1
     report_only: bool = False
     bootstrap_seed: int = 0
+    quiet: bool = False  # no progress lines, from the supernet's process either
 
 
 def standalone_space(space: Space) -> Space:
@@ -202,28 +204,39 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
         if results is not None:
             publish_check(out, results)
 
+    def score_all() -> None:
+        if not todo:
+            return
+        loaded = load(space, cache, log)  # trains, waits for (the lock) or loads the supernet
+        log(f"scoring {len(todo)} architectures as sub-networks of supernet {key}")
+        for kind, aid, name, cfg in todo:
+            c0, w0 = time.process_time(), time.perf_counter()
+            acc = score(loaded.run.supernet, cfg, loaded.data)
+            append_jsonl(scores_path, {"arch_id": aid, "kind": kind, "name": name, "summary": cfg.summary(),
+                                       "oneshot": acc, "supernet": key, "score_s": round(time.perf_counter() - w0, 4),
+                                       "score_cpu_s": round(time.process_time() - c0, 4)})
+        stored()
+
     if not opts.report_only:
+        cache = runs_dir(runs).absolute() / "proxy-check"  # the supernet cache: <runs>/supernets/
         have = {r["arch_id"] for r in _scores(out, results)}
         todo = [c for c in cfgs if c[1] not in have]
-        if todo:
-            loaded = load(space, runs_dir(runs).absolute() / "proxy-check", log)  # the cache: <runs>/supernets/
-            log(f"scoring {len(todo)} architectures as sub-networks of supernet {key}")
-            for kind, aid, name, cfg in todo:
-                c0, w0 = time.process_time(), time.perf_counter()
-                acc = score(loaded.run.supernet, cfg, loaded.data)
-                append_jsonl(scores_path, {"arch_id": aid, "kind": kind, "name": name, "summary": cfg.summary(),
-                                      "oneshot": acc, "supernet": key, "score_s": round(time.perf_counter() - w0, 4),
-                                      "score_cpu_s": round(time.process_time() - c0, 4)})
-            stored()
         jobs = _sample_jobs(space, sample, seeds, base / "architectures.jsonl", opts.workers, results)
         have_paper = {(r["name"], r["seed"]) for r in select_records(
             stored_runs(base, "paper.jsonl", results), paper, seeds, deterministic=space.evaluation.deterministic)}
         jobs += [j for j in paper_jobs(standalone_space(space), paper, seeds, base, opts.workers)
                  if (j[2]["name"], j[2]["seed"]) not in have_paper]
-        if jobs:
-            log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
-                "seed-major; a re-run resumes")
-        _run_jobs(jobs, opts.workers, log, stored)
+        with contextlib.ExitStack() as stack:
+            if todo and jobs and opts.workers > 1 and not supernet_complete(space, cache):
+                stack.enter_context(supernet_in_background(space, cache, log, opts.quiet))
+            else:
+                score_all()
+                todo = []
+            if jobs:
+                log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
+                    "seed-major; a re-run resumes")
+            _run_jobs(jobs, opts.workers, log, stored)
+            score_all()  # the supernet trained beside the runs: waits for it (saying so), then scores
     summary = summarise_oneshot(space, sample, paper, seeds, _scores(out, results),
                                 stored_runs(base, "architectures.jsonl", results),
                                 stored_runs(base, "paper.jsonl", results), opts.bootstrap_seed)
@@ -236,6 +249,49 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
         plot_oneshot(summary, out / "oneshot_vs_standalone.png")
     summary["out"] = str(out)
     return summary
+
+
+def supernet_complete(space: Space, run_dir: str | Path) -> bool:
+    """Whether the supernet of ``space`` is trained to its last epoch in the cache of ``run_dir``."""
+    from ..evaluation.strategies import oneshot_settings
+    from ..oneshot.strategy import cache_dir, stored_epochs
+    from ..oneshot.train import CHECKPOINT, supernet_key
+
+    settings = oneshot_settings(space)
+    return stored_epochs(cache_dir(run_dir) / supernet_key(space, settings) / CHECKPOINT) >= settings.epochs
+
+
+def _train_supernet(space: Space, run_dir: str, quiet: bool) -> None:
+    """In a worker process: train (or resume) the supernet of ``space`` into the cache of ``run_dir``."""
+    from ..oneshot.strategy import load
+
+    load(space, run_dir, (lambda s: None) if quiet else None)
+
+
+@contextlib.contextmanager
+def supernet_in_background(space: Space, run_dir: str | Path, log: Log, quiet: bool = False) -> Any:
+    """Train the supernet in a process of its own while the block runs (the stand-alone runs of a check with
+    two or more workers: the supernet no longer holds every core idle but one). It trains under the cache's
+    lock, so a :func:`~mfsearch.oneshot.strategy.load` in this process after the block waits for it, saying so,
+    and loads it; a supernet is never trained twice. The process ends with this one (killed or not): a re-run
+    resumes the supernet at its last finished epoch."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .._utils import exit_with_parent
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(),))
+    fut = pool.submit(_train_supernet, space, str(run_dir), quiet)
+    log("training the supernet in a process of its own while the stand-alone runs train")
+    try:
+        yield fut
+    except BaseException:
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
+            p.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)  # after the block's load(): the child is done, or loading what it waited for
 
 
 def _corr(x: Sequence[float], y: Sequence[float], seed: int) -> dict[str, Any]:
