@@ -275,3 +275,22 @@ def test_a_check_killed_while_its_supernet_trains_beside_it_leaves_no_process_be
     r = run_cli(*args, cwd=tmp_path)
     [out] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
     assert json.loads((out / "report.json").read_text())["complete"] == 6, r.stderr
+
+
+@pytest.mark.slow
+def test_the_same_supernet_scored_with_other_val_images_scores_again_apart(tmp_path, run_cli):
+    """Scores of one supernet with other scoring settings are another set: never taken for the first one's."""
+    args = ("--oneshot", "--sample", "6", "--seeds", "2")
+    run_cli("proxy-check", str(TINY_ONESHOT), *args, cwd=tmp_path)
+    [first] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
+    data = yaml.safe_load(TINY_ONESHOT.read_text())
+    n = _lines(first / "scores.jsonl")[0]["val_images"]
+    data["oneshot"]["val_images"] = n // 2
+    (tmp_path / "half.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    r = run_cli("proxy-check", str(tmp_path / "half.yaml"), *args, cwd=tmp_path)
+    # the same supernet (scoring is not part of its key) and the same stand-alone runs: only the scores are new
+    assert "scoring 6" in r.stderr and "training nothing" in r.stderr and "stand-alone" not in r.stderr, r.stderr
+    [second] = [p for p in (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*") if p != first]
+    assert second.name.rsplit("-", 1)[0] == first.name.rsplit("-", 1)[0]  # oneshot-<same supernet key>-<scoring>
+    assert {s["val_images"] for s in _lines(second / "scores.jsonl")} == {n // 2}
+    assert {s["val_images"] for s in _lines(first / "scores.jsonl")} == {n}

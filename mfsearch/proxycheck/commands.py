@@ -243,7 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oneshot", action="store_true",
                    help="a one-shot space: rank agreement of its supernet's scores with stand-alone training "
                    "(--sample architectures plus the paper models inside it, --seeds stand-alone seeds each); "
-                   "report in runs/proxy-check/<space>-<eval_id>/oneshot-<supernet>/")
+                   "report in runs/proxy-check/<space>-<eval_id>/oneshot-<supernet>-<scoring>/")
     p.add_argument("--results", default=None, metavar="DIR",
                    help="with --oneshot: keep the check in DIR too (committed with the repository): stand-alone runs "
                         "and scores published there count as done, and each one stored is published at once to "

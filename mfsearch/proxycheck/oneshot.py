@@ -18,7 +18,8 @@ the same architecture reaches when trained alone. This check measures it on a on
 Everything is stored as JSON lines and resumed: stand-alone runs go to the stand-alone setting's
 proxy-check folder (``runs/proxy-check/<space>-<eval_id>/``, ``architectures.jsonl`` and
 ``paper.jsonl``, shared with a plain ``proxy-check`` of the same settings), one-shot scores and the
-report to its ``oneshot-<supernet key>/`` subfolder.
+report to its ``oneshot-<supernet key>-<scoring id>/`` subfolder (:func:`scoring_id`: the same supernet
+scored with other ``val_images`` or ``recalibration_batches`` scores again, apart).
 """
 
 from __future__ import annotations
@@ -98,8 +99,19 @@ def architectures(space: Space, n: int) -> tuple[list[MobileFormerConfig], list[
     return sample, paper
 
 
+def scoring_id(space: Space) -> str:
+    """How sub-networks are scored (``oneshot.recalibration_batches``, ``oneshot.val_images``), e.g. ``r1v500``:
+    the same supernet scored two ways gives two sets of scores, never mixed."""
+    from ..evaluation.strategies import oneshot_settings
+
+    s = oneshot_settings(space)
+    return f"r{s.recalibration_batches}v{s.val_images or 'all'}"
+
+
 def oneshot_dir(space: Space, key: str, runs: str | Path | None = None) -> Path:
-    return check_dir(standalone_space(space), runs) / f"oneshot-{key}"
+    """``<space>-<eval_id>/oneshot-<supernet key>-<scoring id>/``: the scores and report of one supernet scored
+    one way."""
+    return check_dir(standalone_space(space), runs) / f"oneshot-{key}-{scoring_id(space)}"
 
 
 def _seeds(space: Space, n: int) -> list[int]:
@@ -213,7 +225,9 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
             c0, w0 = time.process_time(), time.perf_counter()
             acc = score(loaded.run.supernet, cfg, loaded.data)
             append_jsonl(scores_path, {"arch_id": aid, "kind": kind, "name": name, "summary": cfg.summary(),
-                                       "oneshot": acc, "supernet": key, "score_s": round(time.perf_counter() - w0, 4),
+                                       "oneshot": acc, "supernet": key, "scoring": scoring_id(space),
+                                       "val_images": loaded.data.val_images,
+                                       "score_s": round(time.perf_counter() - w0, 4),
                                        "score_cpu_s": round(time.process_time() - c0, 4)})
         stored()
 
