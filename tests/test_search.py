@@ -197,6 +197,26 @@ def test_confirmed_means_keep_every_objective_so_a_latency_front_has_a_hypervolu
     assert hypervolume(conf, obj, {"accuracy": 0.0, "latency": 10.0}) == pytest.approx(0.79 * 0.5 + 0.71 * 0.3)
 
 
+def test_confirmed_reads_a_results_csv_searched_architectures_stay_searched(tmp_path):
+    """Read back from results.csv a searched architecture's empty name is NaN, not None: it is still a searched
+    architecture (it was labelled a paper model, which left the confirmed searched front empty)."""
+    from mfsearch.analysis import confirmed
+
+    rows = [{"trial": 0, "kind": "search", "arch_id": "a", "name": None, "accuracy": 80.0},
+            {"trial": 1, "kind": "reference", "arch_id": "p", "name": "mobile_former_26m", "accuracy": 70.0}]
+    rows += [{"trial": 2 + i, "kind": "confirm", "arch_id": a, "name": n, "seed": s, "accuracy": acc}
+             for i, (a, n, s, acc) in enumerate([("a", None, 0, 80.0), ("a", None, 1, 78.0),
+                                                  ("p", "mobile_former_26m", 0, 70.0)])]
+    df = pd.DataFrame(rows).assign(status=lambda d: d["kind"].map({"search": "trained", "reference": "trained",
+                                                                   "confirm": "confirmed"}),
+                                   feasible=True, macs=1e6, params=1e5, summary="x")
+    df.to_csv(tmp_path / "results.csv", index=False)
+    for frame in (df, pd.read_csv(tmp_path / "results.csv")):
+        conf = confirmed(frame).set_index("arch_id")
+        assert conf.loc["a", "source"] == "search" and conf.loc["a", "name"] == ""
+        assert conf.loc["p", "source"] == "reference" and conf.loc["p", "name"] == "mobile_former_26m"
+
+
 def test_trials_frame_is_tidy(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])
     t = study.ask()

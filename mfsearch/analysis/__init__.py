@@ -138,9 +138,10 @@ def confirmed(df: pd.DataFrame) -> pd.DataFrame:
         std = float(acc.std(ddof=1)) if n > 1 else float("nan")
         ci = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
         first = g.iloc[0]
+        name = first["name"] if isinstance(first["name"], str) else ""  # None in the store, NaN from results.csv
         src = scored.loc[arch] if arch in scored.index else None
-        rows.append({"trial": int(first["trial"]), "arch_id": arch, "name": first["name"] or "",
-                     "source": "reference" if first["name"] else "search",
+        rows.append({"trial": int(first["trial"]), "arch_id": arch, "name": name,
+                     "source": "reference" if name else "search",
                      "macs": first["macs"], "params": first["params"], "summary": first["summary"],
                      "score": float(src["accuracy"]) if src is not None else float("nan"),
                      "accuracy": float(acc.mean()), "ci95": ci, "std": std, "seeds": n, "kind": "confirmed",
