@@ -283,11 +283,10 @@ def test_the_same_supernet_scored_with_other_val_images_scores_again_apart(tmp_p
     args = ("--oneshot", "--sample", "6", "--seeds", "2")
     run_cli("proxy-check", str(TINY_ONESHOT), *args, cwd=tmp_path)
     [first] = (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*")
-    data = yaml.safe_load(TINY_ONESHOT.read_text())
     n = _lines(first / "scores.jsonl")[0]["val_images"]
-    data["oneshot"]["val_images"] = n // 2
-    (tmp_path / "half.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    r = run_cli("proxy-check", str(tmp_path / "half.yaml"), *args, cwd=tmp_path)
+    bad = run_cli("proxy-check", str(TINY_ONESHOT), *args, "--set", "oneshot.val_images=0", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "oneshot.val_images" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    r = run_cli("proxy-check", str(TINY_ONESHOT), *args, "--set", f"oneshot.val_images={n // 2}", cwd=tmp_path)
     # the same supernet (scoring is not part of its key) and the same stand-alone runs: only the scores are new
     assert "scoring 6" in r.stderr and "training nothing" in r.stderr and "stand-alone" not in r.stderr, r.stderr
     [second] = [p for p in (tmp_path / "runs" / "proxy-check").glob("tiny_oneshot-*/oneshot-*") if p != first]

@@ -24,8 +24,8 @@ def _space_with(path: str, sets: list[str]):  # noqa: ANN202 - a Space
     for s in sets:
         key, sep, value = s.partition("=")
         sect, dot, field = key.partition(".")
-        if not sep or not dot or sect not in ("evaluation", "search", "budget"):
-            raise InputError(f"--set {s!r}: must read evaluation.KEY=VALUE (or search. / budget.)")
+        if not sep or not dot or sect not in ("evaluation", "search", "budget", "oneshot"):
+            raise InputError(f"--set {s!r}: must read evaluation.KEY=VALUE (or search. / budget. / oneshot.)")
         sect_data = data.setdefault(sect, {})
         if not isinstance(sect_data, dict):
             raise InputError(f"{path}: {sect}: must be a mapping")
@@ -224,8 +224,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "zero-cost proxies with --zero-cost")
     p.add_argument("space", help="a space file (its evaluation: section is what is checked)")
     p.add_argument("--set", action="append", metavar="evaluation.KEY=VALUE",
-                   help="override a setting of the space file (repeatable): evaluation.KEY, search.KEY or budget.KEY, "
-                   "e.g. --set evaluation.epochs=2")
+                   help="override a setting of the space file (repeatable): evaluation.KEY, search.KEY, budget.KEY or "
+                   "oneshot.KEY, e.g. --set evaluation.epochs=2, --set oneshot.val_images=5000 (with --oneshot: the "
+                   "same supernet scored another way)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per paper model (default 3; with --sweep: the file's seeds)")
     p.add_argument("--models", default=None,
