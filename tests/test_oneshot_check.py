@@ -46,6 +46,9 @@ def test_summary_correlates_complete_architectures_and_leaves_failed_ones_out():
     assert s["oneshot"]["spearman"] == 1.0 and s["oneshot"]["kendall"] == 1.0 and s["meets_goal"]
     assert s["one_seed"]["spearman"] == 1.0
     assert s["standalone_cpu_minutes"] == pytest.approx(12 * 30 / 60)  # a failed run spent CPU too
+    # a run found twice (stored here and published with --results) counts once
+    assert summarise_oneshot(space, sample, [], [0, 1], scores, runs + runs, [])["standalone_cpu_minutes"] == \
+        pytest.approx(12 * 30 / 60)
     # all means equal: the correlations are undefined, said in words and written as null (valid JSON)
     flat = [{**r, "accuracy": 44.0} if r["accuracy"] is not None else r for r in runs]
     u = summarise_oneshot(space, sample, [], [0, 1], scores, flat, [])

@@ -339,8 +339,12 @@ def summarise_oneshot(space: Space, sample: Sequence[MobileFormerConfig], paper:
             failed.append({"arch_id": aid, "seed": r["seed"], "reason": r.get("failed", "")})
         else:
             acc.setdefault(aid, {}).setdefault(r["seed"], r["accuracy"])
-    cpu = sum(r.get("cpu_s", 0.0) for r in runs if r.get("seed") in seeds and r.get("arch_id") in
-              {c.arch_id for c in sample})
+    ids = {c.arch_id for c in sample}
+    first = {}  # one run per (architecture, seed): a run stored here and published too counts once
+    for r in runs:
+        if r.get("seed") in seeds and r.get("arch_id") in ids:
+            first.setdefault((r["arch_id"], r["seed"]), r)
+    cpu = sum(r.get("cpu_s") or 0.0 for r in first.values())
     cpu += sum(r.get("cpu_s", 0.0) for r in select_records(paper_runs, paper, seeds,
                                                            deterministic=sa.evaluation.deterministic))
     rows = []
