@@ -26,7 +26,6 @@ wall time is about half of it).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +74,10 @@ def supernet_cpu_min(run_dir: Path) -> float:
 
 
 def pool_runs(check: Path) -> pd.DataFrame:
-    rows = []
-    for name in ("architectures.jsonl",):
-        for line in (check / name).read_text().splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return pd.DataFrame(rows)
+    """The stand-alone runs of the sampled architectures in a proxy-check folder (damaged lines skipped)."""
+    from mfsearch.proxycheck import ARCH_RUN, read_jsonl
+
+    return pd.DataFrame(read_jsonl(check / "architectures.jsonl", ARCH_RUN))
 
 
 def replay_random(pool: pd.DataFrame, macs: dict[str, float], rp: dict[str, float], reps: int, seed: int,

@@ -246,10 +246,15 @@ def _run_jobs(jobs: list[Job], workers: int, log: Callable[[str], None],
             raise JobsFailed("a worker process died (killed or out of memory); finished runs are stored, "
                              "run the same command again to redo the rest") from None
         except BaseException:  # Ctrl-C or kill: the runs in progress cannot be stored; do not wait for them
-            for p in list((getattr(pool, "_processes", None) or {}).values()):
-                p.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop_pool(pool)
             raise
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End a process pool now: terminate its processes, cancel what is queued, do not wait."""
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _job_line(r: dict[str, Any]) -> str:

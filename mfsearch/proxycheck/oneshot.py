@@ -221,11 +221,12 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
             return
         loaded = load(space, cache, log)  # trains, waits for (the lock) or loads the supernet
         log(f"scoring {len(todo)} architectures as sub-networks of supernet {key}")
+        how = scoring_id(space)
         for kind, aid, name, cfg in todo:
             c0, w0 = time.process_time(), time.perf_counter()
             acc = score(loaded.run.supernet, cfg, loaded.data)
             append_jsonl(scores_path, {"arch_id": aid, "kind": kind, "name": name, "summary": cfg.summary(),
-                                       "oneshot": acc, "supernet": key, "scoring": scoring_id(space),
+                                       "oneshot": acc, "supernet": key, "scoring": how,
                                        "val_images": loaded.data.val_images,
                                        "score_s": round(time.perf_counter() - w0, 4),
                                        "score_cpu_s": round(time.process_time() - c0, 4)})
@@ -240,17 +241,18 @@ def _run_locked(space: Space, opts: OneShotCheckOptions, log: Log, runs: str | P
             stored_runs(base, "paper.jsonl", results), paper, seeds, deterministic=space.evaluation.deterministic)}
         jobs += [j for j in paper_jobs(standalone_space(space), paper, seeds, base, opts.workers)
                  if (j[2]["name"], j[2]["seed"]) not in have_paper]
+        beside = bool(todo and jobs and opts.workers > 1 and not supernet_complete(space, cache))
         with contextlib.ExitStack() as stack:
-            if todo and jobs and opts.workers > 1 and not supernet_complete(space, cache):
+            if beside:
                 stack.enter_context(supernet_in_background(space, cache, log, opts.quiet))
             else:
                 score_all()
-                todo = []
             if jobs:
                 log(f"training {len(jobs)} stand-alone (architecture, seed) runs with {opts.workers} worker(s), "
                     "seed-major; a re-run resumes")
             _run_jobs(jobs, opts.workers, log, stored)
-            score_all()  # the supernet trained beside the runs: waits for it (saying so), then scores
+            if beside:
+                score_all()  # waits for the supernet's process (saying so), loads the supernet, then scores
     summary = summarise_oneshot(space, sample, paper, seeds, _scores(out, results),
                                 stored_runs(base, "architectures.jsonl", results),
                                 stored_runs(base, "paper.jsonl", results), opts.bootstrap_seed)
@@ -293,6 +295,7 @@ def supernet_in_background(space: Space, run_dir: str | Path, log: Log, quiet: b
     from concurrent.futures import ProcessPoolExecutor
 
     from .._utils import exit_with_parent
+    from . import stop_pool
 
     pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
                                initargs=(os.getpid(),))
@@ -301,9 +304,7 @@ def supernet_in_background(space: Space, run_dir: str | Path, log: Log, quiet: b
     try:
         yield fut
     except BaseException:
-        for p in list((getattr(pool, "_processes", None) or {}).values()):
-            p.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop_pool(pool)
         raise
     pool.shutdown(wait=True)  # after the block's load(): the child is done, or loading what it waited for
 
