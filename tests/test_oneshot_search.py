@@ -53,6 +53,8 @@ def test_a_oneshot_search_trains_the_supernet_once_and_scores_every_trial_with_i
         assert 0.0 <= ua["accuracy"] <= 100.0 and ua["score_s"] >= 0.0
     assert len({t.user_attrs["arch_id"] for t in done}) == 12  # de-duplicated as any search
     assert study.user_attrs["oneshot"]["key"] == key  # the study records which supernet scored it
+    cost = study.user_attrs["oneshot"]["train_cpu_s"] / 60
+    assert f"CPU-min, plus {cost:.1f} CPU-min training supernet {key}." in r.stdout, r.stdout[-2000:]
     import pandas as pd
 
     table = pd.read_csv(cwd / "runs" / "tiny_oneshot" / "results.csv")
@@ -214,6 +216,9 @@ def test_confirming_a_standalone_search_reuses_its_runs_as_the_first_seed(tmp_pa
         assert conf[0].values == src.values and first["status"] == "confirmed"
         assert first["arch_id"] == second["arch_id"] == src.user_attrs["arch_id"]
         assert "same_run_as" not in second and second["history"]  # seed 1 was trained
+        assert first["cpu_s"] == 0.0 < src.user_attrs["cpu_s"] and second["cpu_s"] > 0  # a reused run costs nothing
+    md = (tmp_path / "runs" / "sa_confirm" / "pareto.md").read_text()
+    assert "Cost: 6 evaluations" in md and "supernet" not in md.split("Cost:")[1].split("\n")[0], md
     again = run_cli("run", str(space), "--no-progress", cwd=tmp_path)
     assert "confirm: 0 stand-alone runs trained now, 4 already stored" in again.stdout, again.stdout[-2000:]
 

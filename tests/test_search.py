@@ -45,6 +45,7 @@ def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_s
         assert len(ua["history"]) == 1 and 0 <= ua["accuracy"] <= 100
         assert ua["history"][0]["val_acc"] == ua["accuracy"] == t.values[0]
         assert ua["seed"] == 0 and ua["versions"]["torch"] and ua["train_s"] > 0
+        assert 0 < ua["cpu_s"]  # what the trial cost the machine (process CPU), beside its wall time
         assert ua["threads"] == (space.evaluation.threads or ua["threads"]) >= 1
         assert ua["eval_id"] == space.evaluation.eval_id()
         assert all(v <= 0 for v in t.constraints.values())
@@ -58,6 +59,10 @@ def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_s
         assert (run_dir / f).is_file(), f
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == len(study.trials) and set(df["status"]) >= {"trained"}
+    assert all(t.user_attrs["cpu_s"] == 0.0 for t in done if t.user_attrs["status"] == "duplicate")  # trained nothing
+    cpu_min = sum(t.user_attrs["cpu_s"] for t in trained) / 60
+    assert f"Cost: 5 evaluations, {cpu_min:.1f} CPU-min." in (run_dir / "pareto.md").read_text()
+    assert f"Cost: 5 evaluations, {cpu_min:.1f} CPU-min." in r.stdout
     # the same command again continues: nothing retrained, nothing lost
     before = {t.number: (t.values, t.user_attrs["arch_id"]) for t in done}
     r2 = run_cli("run", str(p), "--no-progress", cwd=tmp_path)

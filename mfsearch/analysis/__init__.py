@@ -51,6 +51,7 @@ def trials_frame(study: Any, kind: str | None = None) -> pd.DataFrame:
             "epochs": len(hist),
             "train_s": ua.get("train_s"),
             "total_s": ua.get("total_s"),
+            "cpu_s": ua.get("cpu_s"),
             "seed": ua.get("seed"),
             "eval_id": ua.get("eval_id", ""),
             "fidelity": ua.get("fidelity", ""),

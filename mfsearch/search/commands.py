@@ -122,6 +122,24 @@ def _hv(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.4f}"
 
 
+def cost_line(df: Any, attrs: dict[str, Any]) -> str:
+    """What a study cost the machine: its trials' CPU (``cpu_s``; a duplicate or a reused run costs none) and
+    the one-shot supernet's training CPU, as one sentence."""
+    import pandas as pd
+
+    ran = df[df["status"].isin(["trained", "confirmed"])] if "status" in df.columns else df.iloc[0:0]
+    cpu = pd.to_numeric(ran["cpu_s"], errors="coerce") if "cpu_s" in ran.columns else pd.Series(float("nan"),
+                                                                                                 index=ran.index)
+    known = cpu.notna()
+    text = f"Cost: {int((cpu > 0).sum())} evaluations, {cpu[known].sum() / 60:.1f} CPU-min"
+    if (~known).any():
+        text += f" ({int((~known).sum())} more stored without their CPU time)"
+    shot = attrs.get("oneshot")
+    if isinstance(shot, dict) and shot.get("train_cpu_s") is not None:
+        text += f", plus {float(shot['train_cpu_s']) / 60:.1f} CPU-min training supernet {shot.get('key', '')}"
+    return text + "."
+
+
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
            out_dir: Path | None = None) -> dict[str, Any]:
     """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
@@ -154,8 +172,9 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     hv_line = (f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
                if not math.isnan(hv) else "Hypervolume: n/a (an objective has no reference point: a zero-cost score, "
                "or a cost without a budget).\n\n")
+    cost = cost_line(df, attrs)
     text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
-            + hv_line
+            + hv_line + cost + "\n\n"
             + front_markdown(front))
     if not conf.empty:
         text += (f"\n## Confirmed stand-alone\n\nThe best front architectures and the paper models inside the budget, "
@@ -164,7 +183,7 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df),
-            "confirmed": len(conf), "hypervolume_confirmed": hv_conf}
+            "confirmed": len(conf), "hypervolume_confirmed": hv_conf, "cost": cost}
     if out is not None:
         print(front_markdown(front), file=out)
         if not conf.empty:
@@ -176,6 +195,7 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
                   "a budget)", file=out)
         else:
             print(f"hypervolume {hv:.4f} vs reference point {json.dumps(rp)}", file=out)
+        print(cost, file=out)
         print(f"wrote {csv}, {parquet}, {png}, {md}", file=out)
     return info
 

@@ -95,7 +95,8 @@ def _reuse_one(study: optuna.Study, space: Space, src: optuna.trial.FrozenTrial,
                params: dict[str, Any], dists: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Store the finished stand-alone run ``src`` as its seed's confirm trial (no training)."""
     rec = {**{k: v for k, v in src.user_attrs.items() if k not in _TRIAL_ONLY}, **extra, "kind": "confirm",
-           "confirm_of": of, "status": "confirmed", "same_run_as": src.number}
+           "confirm_of": of, "status": "confirmed", "same_run_as": src.number,
+           "cpu_s": 0.0}  # trained nothing: a study's CPU is the sum of its trials' cpu_s
     study.add_trial(create_trial(state=TrialState.COMPLETE, params=params, distributions=dists, user_attrs=rec,
                                  values=objective_values(space, rec),
                                  system_attrs=dict(src.system_attrs)))

@@ -634,5 +634,6 @@ class OptunaSearch:
                 trial.set_user_attr(k, v)
         trial.set_user_attr("status", "duplicate")
         trial.set_user_attr("duplicate_of", prev.number)
+        trial.set_user_attr("cpu_s", 0.0)  # trained nothing: a study's CPU is the sum of its trials' cpu_s
         _optuna.set_constraints(trial, constraint_values(dict(prev.user_attrs), self.space.budget))
         study.tell(trial, list(prev.values))
