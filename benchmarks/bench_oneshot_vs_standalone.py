@@ -1,35 +1,38 @@
 """Head-to-head: stand-alone search against one-shot search of the 300M region, on their confirmed fronts.
 
-    python benchmarks/bench_oneshot_vs_standalone.py --standalone RUN_DIR --oneshot RUN_DIR --pool CHECK_DIR
-                                                     [--space spaces/macs300.yaml] [--reps 2000] [--seed 0]
-                                                     [--pool-space spaces/macs300_oneshot.yaml]
+    python benchmarks/bench_oneshot_vs_standalone.py --standalone RUN_DIR [RUN_DIR...] --oneshot RUN_DIR [RUN_DIR...]
+                                                     --pool CHECK_DIR [--space spaces/macs300.yaml] [--reps 2000]
+                                                     [--seed 0] [--pool-space spaces/macs300_oneshot.yaml]
 
 Reads finished runs, trains nothing:
 
-- ``--standalone``: the run folder of ``mfsearch run`` on a stand-alone space with ``search.confirm`` (today's
-  main job plus the confirmation of its top 3 front architectures with 2 seeds);
-- ``--oneshot``: the run folder of ``mfsearch run spaces/macs300_oneshot.yaml`` (supernet, 1000 scored
-  architectures, then the same confirmation); the supernet's training CPU is read from its cache;
-- ``--pool``: a ``proxy-check --oneshot`` folder (``architectures.jsonl``, ``paper.jsonl``): seeded random
-  architectures of the space, each trained stand-alone with several seeds. From these real runs a third
-  method is replayed: **random stand-alone search at about the one-shot job's CPU**: train every pool
-  architecture with one seed, take the top 3 of that front, confirm them with a second seed. Replayed
-  ``--reps`` times over bootstrap draws of the pool's architectures and random (search seed, confirm seed)
-  pairs: its median and 95% interval.
+- ``--standalone``: study folders of ``mfsearch run`` on a stand-alone space with ``search.confirm``, one per
+  search seed (the search, then the confirmation of its top 3 front architectures with 2 seeds);
+- ``--oneshot``: study folders of ``mfsearch run spaces/macs300_oneshot.yaml``, one per search seed (1000
+  architectures scored on the supernet, then the same confirmation); each is charged the supernet's whole
+  training CPU (read from its cache's checkpoint history), as if it were the only search on it;
+- ``--pool``: a ``proxy-check --oneshot`` folder (``architectures.jsonl``): seeded random architectures of the
+  space, each trained stand-alone with several seeds. From these real runs a third method is replayed:
+  **random stand-alone search**: train every pool architecture with one seed, take the top 3 of that front,
+  confirm them with a second seed; replayed ``--reps`` times over bootstrap draws of the pool's architectures
+  and random (search seed, confirm seed) pairs: its median and 95% interval (its CPU is the pool machine's).
 
-Each method is scored as ``mfsearch run`` scores a confirmation: the hypervolume (reference point: 0% top-1 and
+Each run is scored as ``mfsearch run`` scores a confirmation: the hypervolume (reference point: 0% top-1 and
 the MAC budget) of the confirmed searched architectures' stand-alone means, beside the CPU-minutes it used
-(stand-alone runs, one-shot scoring and supernet training; on a 2-core machine with both workers busy, the
-wall time is about half of it).
+(every trial's ``cpu_s``: stand-alone runs and one-shot scoring, plus the supernet). Over the search seeds:
+each method's mean with a Student-t 95% interval, the Welch 95% interval of the difference of the means, and
+the exact two-sided permutation p of that difference (every split of the runs into two groups).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mfsearch.analysis import confirmed, hypervolume, pareto_front
 from mfsearch.space import load_space
@@ -37,16 +40,26 @@ from mfsearch.space import load_space
 OBJ = [["accuracy", "maximize"], ["macs", "minimize"]]
 
 
-def run_summary(run_dir: Path, rp: dict[str, float], run_cpu_s: float, reps: int, seed: int) -> dict[str, object]:
+def run_cpu_s(rows: pd.DataFrame) -> pd.Series:
+    """CPU seconds of each trial: ``cpu_s``, else the one-shot ``score_cpu_s``, else the wall-clock ``total_s``
+    (results stored before ``cpu_s`` existed)."""
+    out = pd.Series(np.nan, index=rows.index)
+    for col in ("cpu_s", "score_cpu_s", "total_s"):
+        if col in rows.columns:
+            out = out.fillna(pd.to_numeric(rows[col], errors="coerce"))
+    return out.fillna(0.0)
+
+
+def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> dict[str, object]:
     """What one ``mfsearch run`` did: architectures it evaluated, CPU, confirmed hypervolume with an interval
     over the confirmation seeds (each confirmed architecture's seeds resampled; 2 seeds give a coarse one)."""
     df = pd.read_csv(run_dir / "results.csv")
     conf = confirmed(df)
     searched = conf[conf["source"] == "search"]
-    sa = df[(df["fidelity"] == "standalone") & df["accuracy"].notna()]
-    runs = len(sa.drop_duplicates(["arch_id", "seed"]))  # stand-alone runs trained (a confirm of seed 0 reuses one)
-    shot = df[(df["fidelity"] == "oneshot") & (df["status"] == "trained")]
-    cpu = runs * run_cpu_s + float(shot["total_s"].fillna(0).sum())
+    ran = df[df["status"].isin(["trained", "confirmed"])]
+    sa = ran[(ran["fidelity"] == "standalone") & ran["accuracy"].notna()]
+    runs = int((run_cpu_s(sa) > 0).sum())  # stand-alone runs trained (a confirmation of seed 0 reuses one: 0 s)
+    shot = ran[ran["fidelity"] == "oneshot"]
     seeds = {a: g.drop_duplicates("seed")["accuracy"].to_numpy(float)
              for a, g in df[(df["kind"] == "confirm") & df["accuracy"].notna()].groupby("arch_id")}
     rng = np.random.default_rng(seed)
@@ -54,11 +67,45 @@ def run_summary(run_dir: Path, rp: dict[str, float], run_cpu_s: float, reps: int
     for _ in range(reps):
         acc = [rng.choice(seeds[a], size=len(seeds[a])).mean() for a in searched["arch_id"]]
         boot.append(hypervolume(searched.assign(accuracy=acc), OBJ, rp))
+    best = searched.sort_values("accuracy", ascending=False).head(1)
     return {"architectures": int(df[df["kind"] == "search"]["arch_id"].nunique()), "runs": runs,
-            "scored": len(shot), "cpu_min": cpu / 60, "hv_confirmed": hypervolume(searched, OBJ, rp),
-            "hv_interval": tuple(np.percentile(boot, [2.5, 97.5])),
+            "scored": len(shot), "cpu_min": float(run_cpu_s(ran).sum()) / 60,
+            "hv_confirmed": hypervolume(searched, OBJ, rp), "hv_interval": tuple(np.percentile(boot, [2.5, 97.5])),
+            "best": [(r["summary"], round(r["macs"] / 1e6, 1), round(r["accuracy"], 2)) for _, r in best.iterrows()],
             "confirmed": [(r["arch_id"], round(r["macs"] / 1e6, 1), round(r["accuracy"], 2), r["seeds"])
                           for _, r in searched.iterrows()]}
+
+
+def over_seeds(values: list[float]) -> tuple[float, float, float]:
+    """Mean over search seeds with its Student-t 95% interval."""
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - h, m + h
+
+
+def permutation_p(a: list[float], b: list[float]) -> float:
+    """Exact two-sided permutation p of mean(b) - mean(a): the share of all splits of the pooled runs into groups
+    of those sizes whose difference is at least as large in magnitude (3 + 3 runs: 20 splits, smallest p 0.1)."""
+    pooled = np.asarray([*a, *b], float)
+    obs = abs(np.mean(b) - np.mean(a))
+    hits = total = 0
+    for idx in itertools.combinations(range(len(pooled)), len(b)):
+        mask = np.zeros(len(pooled), bool)
+        mask[list(idx)] = True
+        total += 1
+        hits += abs(pooled[mask].mean() - pooled[~mask].mean()) >= obs - 1e-12
+    return hits / total
+
+
+def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Welch 95% interval of mean(b) - mean(a)."""
+    if min(len(a), len(b)) < 2:
+        return float("nan"), float("nan")
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    return float(ci.low), float(ci.high)
 
 
 def supernet_cpu_min(run_dir: Path) -> float:
@@ -111,8 +158,8 @@ def replay_random(pool: pd.DataFrame, macs: dict[str, float], rp: dict[str, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--standalone", type=Path, required=True)
-    ap.add_argument("--oneshot", type=Path, required=True)
+    ap.add_argument("--standalone", type=Path, nargs="+", required=True, help="study folders, one per search seed")
+    ap.add_argument("--oneshot", type=Path, nargs="+", required=True, help="study folders, one per search seed")
     ap.add_argument("--pool", type=Path, required=True)
     ap.add_argument("--space", default="spaces/macs300.yaml", help="the budget and reference point")
     ap.add_argument("--pool-space", default="spaces/macs300_oneshot.yaml", help="the space the pool was drawn from")
@@ -128,27 +175,42 @@ def main() -> None:
     sample, _ = architectures(load_space(a.pool_space), pool["arch_id"].nunique())  # the pool's seeded draws
     macs = {c.arch_id: float(complexity(c.replace(num_classes=1000), space.budget.input_size).macs) for c in sample}
     pool = pool[pool["arch_id"].isin(macs)]
-    run_cpu = float(pool["cpu_s"].median())
-    sa = run_summary(a.standalone, rp, run_cpu, a.reps, a.seed)
-    os_ = run_summary(a.oneshot, rp, run_cpu, a.reps, a.seed)
-    sn = supernet_cpu_min(a.oneshot)
-    os_["cpu_min"] += sn
+    sa = [run_summary(d, rp, a.reps, a.seed) for d in a.standalone]
+    os_ = [run_summary(d, rp, a.reps, a.seed) for d in a.oneshot]
+    for d, r in zip(a.oneshot, os_):
+        r["supernet_min"] = supernet_cpu_min(d)
+        r["cpu_min"] += r["supernet_min"]
     rnd = replay_random(pool, macs, rp, a.reps, a.seed)
-    print(f"CPU: a stand-alone run costs the pool's median {run_cpu:.0f} CPU-s; one-shot scoring its measured seconds; "
-          f"the supernet {sn:.1f} CPU-min (its checkpoint history)\n")
-    print("| method | architectures evaluated | stand-alone runs | CPU-min | hypervolume of the confirmed front "
-          "[95% interval] |")
-    print("|---|---:|---:|---:|---:|")
-    for label, r in ((f"stand-alone job ({a.standalone.name})", sa), (f"one-shot job ({a.oneshot.name})", os_)):
-        lo, hi = r["hv_interval"]
-        print(f"| {label} | {r['architectures']} | {r['runs']} | {r['cpu_min']:.1f} | {r['hv_confirmed']:.4f} "
-              f"[{lo:.4f}, {hi:.4f}] |")
+    print("CPU: every trial's measured cpu_s (stand-alone runs, one-shot scoring); each one-shot run is also charged "
+          "its supernet's whole training CPU (" + ", ".join(f"{r['supernet_min']:.1f}" for r in os_) + " CPU-min)\n")
+    print("| method | run | architectures evaluated | stand-alone runs | CPU-min | hypervolume of the confirmed front "
+          "[95% interval over confirmation seeds] | best confirmed (MACs M, mean top-1 %) |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for label, dirs, rows in (("stand-alone", a.standalone, sa), ("one-shot", a.oneshot, os_)):
+        for d, r in zip(dirs, rows):
+            lo, hi = r["hv_interval"]
+            best = "; ".join(f"{s} ({m}, {acc})" for s, m, acc in r["best"])
+            print(f"| {label} | {d.parent.name}/{d.name} | {r['architectures']} | {r['runs']} | {r['cpu_min']:.1f} | "
+                  f"{r['hv_confirmed']:.4f} [{lo:.4f}, {hi:.4f}] | {best} |")
     lo, hi = rnd["hv_interval"]
-    print(f"| random stand-alone search replayed from the pool ({rnd['reps']} draws) | {rnd['architectures']} | "
-          f"{rnd['architectures'] + 3} | {rnd['cpu_min']:.1f} | {rnd['hv_median']:.4f} [{lo:.4f}, {hi:.4f}] |")
+    print(f"| random stand-alone search replayed from the pool | {rnd['reps']} draws | {rnd['architectures']} | "
+          f"{rnd['architectures'] + 3} | {rnd['cpu_min']:.1f} | {rnd['hv_median']:.4f} [{lo:.4f}, {hi:.4f}] | - |")
+    hv_sa = [r["hv_confirmed"] for r in sa]
+    hv_os = [r["hv_confirmed"] for r in os_]
+    print("\nover search seeds (mean [Student-t 95% interval]):")
+    for label, hv, rows in (("stand-alone", hv_sa, sa), ("one-shot", hv_os, os_)):
+        m, lo, hi = over_seeds(hv)
+        c, clo, chi = over_seeds([r["cpu_min"] for r in rows])
+        print(f"  {label:11s} ({len(hv)} seeds): hypervolume {m:.4f} [{lo:.4f}, {hi:.4f}], "
+              f"CPU {c:.1f} [{clo:.1f}, {chi:.1f}] min")
+    wlo, whi = welch_interval(hv_sa, hv_os)
+    print(f"  one-shot minus stand-alone: {np.mean(hv_os) - np.mean(hv_sa):+.4f} (Welch 95% interval "
+          f"[{wlo:+.4f}, {whi:+.4f}]; exact permutation p = {permutation_p(hv_sa, hv_os):.2f})")
     print("\nconfirmed (arch_id, MACs M, mean top-1, seeds):")
-    print("  stand-alone:", sa["confirmed"])
-    print("  one-shot:   ", os_["confirmed"])
+    for label, dirs, rows in (("stand-alone", a.standalone, sa), ("one-shot", a.oneshot, os_)):
+        for d, r in zip(dirs, rows):
+            print(f"  {label} {d.parent.name}:", r["confirmed"])
+
 
 if __name__ == "__main__":
     main()
