@@ -53,7 +53,8 @@ def run_cpu_s(rows: pd.DataFrame) -> pd.Series:
 def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> dict[str, object]:
     """What one ``mfsearch run`` did: architectures it evaluated, CPU, confirmed hypervolume with an interval
     over the confirmation seeds (each confirmed architecture's seeds resampled; 2 seeds give a coarse one)."""
-    df = pd.read_csv(run_dir / "results.csv")
+    csv = run_dir / "results.csv"
+    df = pd.read_csv(csv if csv.exists() else run_dir / "results.csv.gz")  # a published run: compressed
     conf = confirmed(df)
     searched = conf[conf["source"] == "search"]
     ran = df[df["status"].isin(["trained", "confirmed"])]
@@ -109,15 +110,21 @@ def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def supernet_cpu_min(run_dir: Path) -> float:
-    """CPU-minutes of the supernet the one-shot run used (from its cache's checkpoint history)."""
+    """CPU-minutes of the supernet the one-shot run used: from its cache's checkpoint history, else (a published
+    run folder, without the checkpoint) from the cost line of its ``pareto.md``."""
+    import re
+
     import torch
 
     cache = run_dir.absolute().parent / "supernets"
-    total = 0.0
-    for ck in cache.glob("*/supernet.pt"):
-        hist = torch.load(ck, map_location="cpu", weights_only=False).get("history", [])
-        total += sum(float(h.get("cpu_s", h.get("train_s", 0.0))) for h in hist)
-    return total / 60
+    hist = [h for ck in cache.glob("*/supernet.pt")
+            for h in torch.load(ck, map_location="cpu", weights_only=False).get("history", [])]
+    if hist:
+        return sum(float(h.get("cpu_s", h.get("train_s", 0.0))) for h in hist) / 60
+    m = re.search(r"plus ([0-9.]+) CPU-min training supernet", (run_dir / "pareto.md").read_text())
+    if m is None:
+        raise SystemExit(f"{run_dir}: no supernet checkpoint in {cache} and no supernet cost in pareto.md")
+    return float(m.group(1))
 
 
 def pool_runs(check: Path) -> pd.DataFrame:
@@ -209,7 +216,7 @@ def main() -> None:
     print("\nconfirmed (arch_id, MACs M, mean top-1, seeds):")
     for label, dirs, rows in (("stand-alone", a.standalone, sa), ("one-shot", a.oneshot, os_)):
         for d, r in zip(dirs, rows):
-            print(f"  {label} {d.parent.name}:", r["confirmed"])
+            print(f"  {label} {d}:", r["confirmed"])
 
 
 if __name__ == "__main__":
