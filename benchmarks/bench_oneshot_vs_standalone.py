@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mfsearch.ablation.stats import t_interval
 from mfsearch.analysis import confirmed, hypervolume, pareto_front
 from mfsearch.space import load_space
 
@@ -78,13 +79,9 @@ def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> di
 
 
 def over_seeds(values: list[float]) -> tuple[float, float, float]:
-    """Mean over search seeds with its Student-t 95% interval."""
-    v = np.asarray(values, float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("nan"), float("nan")
-    h = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return m, m - h, m + h
+    """Mean over search seeds with its Student-t 95% interval (NaNs below 2 seeds)."""
+    lo, hi = t_interval(values)
+    return float(np.mean(values)), lo, hi
 
 
 def permutation_p(a: list[float], b: list[float]) -> float:
