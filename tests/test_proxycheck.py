@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 
 from mfsearch.proxycheck import (
+    attainable_kendall,
+    corrected_kendall_bootstrap,
+    disattenuated_kendall,
     pair_bootstrap,
     rank_correlations,
     rank_correlations_rows,
     sample_architectures,
     seed_bootstrap,
+    seed_reliability,
+    seeds_for_kendall,
 )
 from mfsearch.space import load_space, within_budget
 
@@ -45,6 +50,64 @@ def test_vectorised_rank_correlations_equal_scipys_row_by_row():
     ties = [1.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0]  # ties in the truth too
     sp, kt = rank_correlations_rows(x[1:50], ties)
     np.testing.assert_allclose(np.c_[sp, kt], [rank_correlations(r, ties) for r in x[1:50]], rtol=0, atol=1e-12)
+
+
+def _simulated(n: int, seeds: int, spread: float, noise: float, seed: int = 0):
+    """True accuracies and their noisy runs: run = truth + seed noise (the model the reliability assumes)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(85.0, spread, n)
+    return truth, truth[:, None] + rng.normal(0.0, noise, (n, seeds))
+
+
+def test_seed_reliability_recovers_the_share_of_variance_the_architectures_hold():
+    _, runs = _simulated(4000, 2, spread=0.3, noise=0.5)
+    rel = seed_reliability(runs)
+    single = 0.3**2 / (0.3**2 + 0.5**2)  # 0.265
+    assert rel["noise_sd"] == pytest.approx(0.5, abs=0.02) and rel["spread_sd"] == pytest.approx(0.3, abs=0.02)
+    assert rel["single"] == pytest.approx(single, abs=0.03)
+    assert rel["mean"] == pytest.approx(2 * single / (1 + single), abs=0.03)  # Spearman-Brown for 2 seeds
+    # no seed noise: fully reliable; no spread between architectures: nothing to rank by
+    assert seed_reliability(np.c_[np.arange(5.0), np.arange(5.0)])["mean"] == 1.0
+    assert seed_reliability(np.full((6, 3), 80.0))["single"] != seed_reliability(np.full((6, 3), 80.0))["single"]
+    assert np.isnan(seed_reliability([[1.0, 2.0], [3.0, 4.0]])["mean"])  # fewer than 3 architectures
+    assert np.isnan(seed_reliability([[1.0], [2.0], [3.0]])["mean"])  # one seed
+
+
+def test_the_tau_a_perfect_ranker_reaches_against_noisy_means_is_the_ceiling():
+    truth, runs = _simulated(3000, 2, spread=0.3, noise=0.5, seed=1)
+    from scipy.stats import kendalltau
+
+    seen = kendalltau(truth, runs.mean(axis=1)).statistic  # ranking by the truth itself, checked against means
+    ceiling = attainable_kendall(seed_reliability(runs)["mean"])
+    assert ceiling == pytest.approx(seen, abs=0.03) and ceiling < 0.6
+    # more seeds: a higher ceiling, and the number of seeds the 0.6 goal needs is where the ceiling crosses it
+    single = 0.3**2 / (0.3**2 + 0.5**2)
+    k = seeds_for_kendall(single, 0.6)
+    assert k == 6
+    assert attainable_kendall(k * single / (1 + (k - 1) * single)) >= 0.6
+    assert attainable_kendall((k - 1) * single / (1 + (k - 2) * single)) < 0.6
+    t6, r6 = _simulated(3000, 6, spread=0.3, noise=0.5, seed=2)
+    assert kendalltau(t6, r6.mean(axis=1)).statistic == pytest.approx(0.6, abs=0.03)
+    assert seeds_for_kendall(0.9, 0.6) == 1 and seeds_for_kendall(0.0, 0.6) is None
+    assert seeds_for_kendall(float("nan"), 0.6) is None
+
+
+def test_a_proxy_tau_corrected_for_the_means_noise_estimates_its_tau_against_the_truth():
+    from scipy.stats import kendalltau
+
+    truth, runs = _simulated(3000, 2, spread=0.3, noise=0.5, seed=3)
+    proxy = truth + np.random.default_rng(4).normal(0.0, 0.25, len(truth))  # a decent ranker of its own
+    observed = kendalltau(proxy, runs.mean(axis=1)).statistic
+    corrected = disattenuated_kendall(observed, seed_reliability(runs)["mean"])
+    assert corrected == pytest.approx(kendalltau(proxy, truth).statistic, abs=0.04)
+    assert corrected > observed + 0.1  # the noise hid much of it
+    assert np.isnan(disattenuated_kendall(0.3, 0.0)) and disattenuated_kendall(0.9, 0.1) == 1.0  # clipped
+    small_t, small = _simulated(28, 2, spread=0.3, noise=0.5, seed=5)
+    small_proxy = small_t + np.random.default_rng(6).normal(0.0, 0.25, 28)
+    b = corrected_kendall_bootstrap(small_proxy, small, reps=300, seed=0)
+    assert b == corrected_kendall_bootstrap(small_proxy, small, reps=300, seed=0)  # seeded
+    lo, hi = b["kendall"]
+    assert lo < kendalltau(small_proxy, small_t).statistic < hi and 0 <= b["undefined"] < 0.5
 
 
 def test_sampled_architectures_are_distinct_within_budget_and_seeded(tiny_yaml):

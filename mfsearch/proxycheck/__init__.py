@@ -104,6 +104,94 @@ def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP
     return {"spearman": _interval(sp), "kendall": _interval(kt)}
 
 
+def seed_reliability(acc: np.ndarray | Sequence[Sequence[float]]) -> dict[str, Any]:
+    """How far the means of ``S`` seeds can be trusted to rank architectures: ``acc`` is (architectures, seeds).
+
+    One-way random-effects ANOVA: each run is the architecture's true accuracy plus seed noise of one
+    variance. Returns the seed noise (std), the spread of the true accuracies (std), the reliability of
+    one run (``single``: the share of a run's variance that is the architecture's) and of the S-seed mean
+    (``mean``: ICC(1,k), the squared correlation between the S-seed means and the true accuracies;
+    Spearman-Brown of ``single``). NaN reliabilities with fewer than 3 architectures or 2 seeds or no
+    spread; a negative between-architecture variance estimate counts as zero.
+    """
+    a = np.asarray(acc, float)
+    n, k = a.shape if a.ndim == 2 else (0, 0)
+    nan = float("nan")
+    if n < 3 or k < 2:
+        return {"architectures": n, "seeds": k, "noise_sd": nan, "spread_sd": nan, "single": nan, "mean": nan}
+    msw = float(a.var(axis=1, ddof=1).mean())  # within architectures: the seed noise
+    msb = float(k * a.mean(axis=1).var(ddof=1))  # between architectures
+    between = max((msb - msw) / k, 0.0)
+    single = between / (between + msw) if between + msw > 0 else nan
+    mean = k * single / (1 + (k - 1) * single) if np.isfinite(single) else nan
+    return {"architectures": n, "seeds": k, "noise_sd": float(np.sqrt(msw)), "spread_sd": float(np.sqrt(between)),
+            "single": single, "mean": mean}
+
+
+def kendall_from_pearson(r: float) -> float:
+    """Kendall tau of a bivariate normal pair with correlation ``r`` (Greiner: 2/pi arcsin r)."""
+    return float(2 / np.pi * np.arcsin(np.clip(r, -1.0, 1.0))) if np.isfinite(r) else float("nan")
+
+
+def pearson_from_kendall(tau: float) -> float:
+    return float(np.sin(np.pi * tau / 2)) if np.isfinite(tau) else float("nan")
+
+
+def attainable_kendall(reliability: float) -> float:
+    """The Kendall tau against noisy means that a ranker knowing the true accuracies would expect.
+
+    Means with reliability R correlate with the truth at sqrt(R) (normal model, Greiner's relation), so
+    no proxy can be expected to rank them better: a goal above this cannot be checked against them.
+    """
+    if not np.isfinite(reliability) or reliability < 0:
+        return float("nan")
+    return kendall_from_pearson(float(np.sqrt(reliability)))
+
+
+def seeds_for_kendall(single: float, goal: float) -> int | None:
+    """The fewest seeds whose mean lets a perfect ranker reach Kendall ``goal`` (Spearman-Brown); None: no number does."""
+    if not np.isfinite(single) or single <= 0:
+        return None
+    need = pearson_from_kendall(goal) ** 2  # the reliability the means must have
+    if single >= need:
+        return 1
+    if need >= 1:
+        return None
+    return int(np.ceil(need * (1 - single) / (single * (1 - need)) - 1e-9))
+
+
+def disattenuated_kendall(tau: float, reliability: float) -> float:
+    """An observed Kendall tau against means of the given reliability, corrected for their noise (Spearman's
+    correction for attenuation on the normal scale, clipped to [-1, 1]): an estimate of the tau against the true
+    accuracies. NaN where the reliability is not positive."""
+    if not np.isfinite(tau) or not np.isfinite(reliability) or reliability <= 0:
+        return float("nan")
+    return kendall_from_pearson(pearson_from_kendall(tau) / np.sqrt(reliability))
+
+
+def corrected_kendall_bootstrap(score: Sequence[float], acc: np.ndarray | Sequence[Sequence[float]],
+                                reps: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+    """95% interval of :func:`disattenuated_kendall` of ``score`` against the seed means of ``acc``
+    (architectures, seeds), architectures resampled with replacement (the reliability re-estimated each time).
+
+    ``undefined``: the share of draws where it is undefined (no spread, or no reliability left to correct
+    by); they are left out of the interval, so a large share says the interval is not to be trusted.
+    """
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(seed)
+    x, a = np.asarray(score, float), np.asarray(acc, float)
+    out = []
+    for _ in range(reps):
+        i = rng.integers(0, len(x), len(x))
+        m = a[i].mean(axis=1)
+        if np.ptp(x[i]) == 0 or np.ptp(m) == 0:
+            out.append(float("nan"))
+            continue
+        out.append(disattenuated_kendall(float(kendalltau(x[i], m).statistic), seed_reliability(a[i])["mean"]))
+    return {"kendall": _interval(out), "undefined": round(float(np.mean(~np.isfinite(out))), 4)}
+
+
 # ---------------------------------------------------------------------------- records
 
 

@@ -46,11 +46,16 @@ from . import (
     _threads,
     _train_job,
     check_dir,
+    attainable_kendall,
+    corrected_kendall_bootstrap,
+    disattenuated_kendall,
     pair_bootstrap,
     paper_jobs,
     rank_correlations,
     read_jsonl,
     sample_architectures,
+    seed_reliability,
+    seeds_for_kendall,
     select_records,
 )
 
@@ -383,6 +388,19 @@ def summarise_oneshot(space: Space, sample: Sequence[MobileFormerConfig], paper:
                                "kendall": round(float(np.nanmean([v[1] for v in one])), 4),
                                "per_seed": [{"seed": s, "spearman": round(v[0], 4), "kendall": round(v[1], 4)}
                                             for s, v in zip(seeds, one)]}
+            # how far the stand-alone means themselves can be trusted: the tau even a perfect ranker would reach
+            acc = np.array([[r["by_seed"][str(t)] for t in seeds] for r in full])
+            rel = seed_reliability(acc)
+            ceiling = attainable_kendall(rel["mean"])
+            out["standalone_noise"] = {
+                "noise_sd": round(rel["noise_sd"], 4), "spread_sd": round(rel["spread_sd"], 4),
+                "reliability_single": round(rel["single"], 4), "reliability_mean": round(rel["mean"], 4),
+                "ceiling_kendall": round(ceiling, 4), "seeds_for_goal": seeds_for_kendall(rel["single"], GOAL_KENDALL),
+                "model": "one-way random effects (run = true accuracy + seed noise), normal scale (Greiner)"}
+            out["goal_checkable"] = bool(np.isfinite(ceiling) and ceiling >= GOAL_KENDALL)
+            boot = corrected_kendall_bootstrap([r["oneshot"] for r in full], acc, seed=bootstrap_seed)
+            out["oneshot_corrected"] = {"kendall": round(disattenuated_kendall(out["oneshot"]["kendall"], rel["mean"]), 4),
+                                        "interval": {"kendall": boot["kendall"]}, "undefined": boot["undefined"]}
         out["meets_goal"] = bool(np.isfinite(out["oneshot"]["kendall"]) and out["oneshot"]["kendall"] >= GOAL_KENDALL)
     pap = [r for r in rows if r["kind"] == "paper" and r["oneshot"] is not None]
     if len(pap) >= 3:
@@ -398,6 +416,37 @@ def _c(d: dict[str, Any] | None, k: str) -> str:
     ci = d.get("interval")
     ok = ci and all(np.isfinite(v) for v in ci[k])
     return f"{d[k]:.3f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if ok else "")
+
+
+def _noise_lines(s: dict[str, Any]) -> list[str]:
+    """The stand-alone means' own noise: the tau a perfect ranker could reach, the seeds the goal needs, the
+    one-shot tau corrected for it."""
+    n = s.get("standalone_noise")
+    if not n or n["reliability_mean"] is None or not np.isfinite(n["reliability_mean"]):
+        return []
+    k = len(s["seeds"])
+    need = n["seeds_for_goal"]
+    more = (f"{need} seeds would make it checkable (Spearman-Brown)" if need is not None
+            else "no number of seeds makes it checkable (the seed noise leaves no spread between architectures)")
+    head = (f"Stand-alone noise: one run varies by {n['noise_sd']:.2f} points (std over seeds) while the "
+            f"architectures' own accuracies spread by {n['spread_sd']:.2f}, so one run has reliability "
+            f"{n['reliability_single']:.2f} and the {k}-seed means {n['reliability_mean']:.2f}. ")
+    if not np.isfinite(n["ceiling_kendall"]) or n["reliability_mean"] <= 0:
+        return [head + "The means hold no ranking to check against: " + more + "."]
+    ceil = (f"A ranker that knew every true accuracy would reach about Kendall {n['ceiling_kendall']:.2f} against "
+            "these means, so ")
+    ceil += ("the goal can be checked here." if s.get("goal_checkable")
+             else f"the goal of {GOAL_KENDALL} cannot be checked against them: {more}.")
+    c = s.get("oneshot_corrected") or {}
+    corr = ""
+    if c.get("kendall") is not None and np.isfinite(c["kendall"]):
+        lo, hi = c["interval"]["kendall"]
+        iv = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+        corr = (f" Corrected for that noise, the one-shot Kendall tau against the true stand-alone accuracies is "
+                f"about {c['kendall']:.2f}{iv}")
+        corr += (f" ({c['undefined']:.0%} of the bootstrap draws left no reliability to correct by and are left "
+                 "out)." if c["undefined"] > 0.01 else ".")
+    return [head + ceil + corr]
 
 
 def oneshot_markdown(space: Space, s: dict[str, Any]) -> str:
@@ -425,6 +474,7 @@ def oneshot_markdown(space: Space, s: dict[str, Any]) -> str:
         else:
             verdict = "meets" if s["meets_goal"] else "falls short of"
             lines += ["", f"The one-shot Kendall tau {kt:.3f} {verdict} the goal of {GOAL_KENDALL}."]
+            lines += _noise_lines(s)
     else:
         lines.append("Fewer than 3 complete architectures: no correlation yet (run the command again to continue).")
     if "paper_imagenet" in s:
