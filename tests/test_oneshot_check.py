@@ -48,7 +48,7 @@ def test_summary_correlates_complete_architectures_and_leaves_failed_ones_out():
     # seeds that agree on a 10-point spread: reliable means, so the goal can be checked against them
     assert s["standalone_noise"]["reliability_mean"] > 0.95 and s["goal_checkable"]
     assert s["standalone_noise"]["seeds_for_goal"] == 1 and "the goal can be checked here" in oneshot_markdown(space, s)
-    # seed noise as large as the spread: no ranker could reach the goal against 2-seed means; said, with the seeds needed
+    # seed noise as large as the spread: no ranker reaches the goal against 2-seed means; said, with the seeds needed
     acc = [[45.0, 45.6], [45.3, 44.9], [45.6, 46.0], [45.9, 45.5], [46.2, 45.8]]  # seed std 0.32, spread 0.29
     noisy = [{**r, "accuracy": acc[i // 2][r["seed"]]} for i, r in enumerate(runs[:-2])]
     n = summarise_oneshot(space, sample, [], [0, 1], scores, noisy, [])

@@ -149,7 +149,9 @@ def attainable_kendall(reliability: float) -> float:
 
 
 def seeds_for_kendall(single: float, goal: float) -> int | None:
-    """The fewest seeds whose mean lets a perfect ranker reach Kendall ``goal`` (Spearman-Brown); None: no number does."""
+    """The fewest seeds whose mean lets a perfect ranker reach Kendall ``goal`` (Spearman-Brown).
+
+    None: no number of seeds does (no reliability in one run)."""
     if not np.isfinite(single) or single <= 0:
         return None
     need = pearson_from_kendall(goal) ** 2  # the reliability the means must have

@@ -45,8 +45,8 @@ from . import (
     _run_jobs,
     _threads,
     _train_job,
-    check_dir,
     attainable_kendall,
+    check_dir,
     corrected_kendall_bootstrap,
     disattenuated_kendall,
     pair_bootstrap,
@@ -399,8 +399,9 @@ def summarise_oneshot(space: Space, sample: Sequence[MobileFormerConfig], paper:
                 "model": "one-way random effects (run = true accuracy + seed noise), normal scale (Greiner)"}
             out["goal_checkable"] = bool(np.isfinite(ceiling) and ceiling >= GOAL_KENDALL)
             boot = corrected_kendall_bootstrap([r["oneshot"] for r in full], acc, seed=bootstrap_seed)
-            out["oneshot_corrected"] = {"kendall": round(disattenuated_kendall(out["oneshot"]["kendall"], rel["mean"]), 4),
-                                        "interval": {"kendall": boot["kendall"]}, "undefined": boot["undefined"]}
+            corrected = disattenuated_kendall(out["oneshot"]["kendall"], rel["mean"])
+            out["oneshot_corrected"] = {"kendall": round(corrected, 4), "interval": {"kendall": boot["kendall"]},
+                                        "undefined": boot["undefined"]}
         out["meets_goal"] = bool(np.isfinite(out["oneshot"]["kendall"]) and out["oneshot"]["kendall"] >= GOAL_KENDALL)
     pap = [r for r in rows if r["kind"] == "paper" and r["oneshot"] is not None]
     if len(pap) >= 3:
