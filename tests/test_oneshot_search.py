@@ -55,6 +55,11 @@ def test_a_oneshot_search_trains_the_supernet_once_and_scores_every_trial_with_i
     assert study.user_attrs["oneshot"]["key"] == key  # the study records which supernet scored it
     cost = study.user_attrs["oneshot"]["train_cpu_s"] / 60
     assert f"CPU-min, plus {cost:.1f} CPU-min training supernet {key}." in r.stdout, r.stdout[-2000:]
+    import json
+
+    summary = json.loads((cwd / "runs" / "tiny_oneshot" / "summary.json").read_text())
+    assert summary["cost"]["supernet"] == key
+    assert summary["cost"]["supernet_cpu_s"] == pytest.approx(study.user_attrs["oneshot"]["train_cpu_s"], abs=1e-2)
     import pandas as pd
 
     table = pd.read_csv(cwd / "runs" / "tiny_oneshot" / "results.csv")

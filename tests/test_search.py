@@ -63,6 +63,11 @@ def test_search_records_budget_dedupe_and_resume(tmp_path, load, run_cli, tiny_s
     cpu_min = sum(t.user_attrs["cpu_s"] for t in trained) / 60
     assert f"Cost: 5 evaluations, {cpu_min:.1f} CPU-min." in (run_dir / "pareto.md").read_text()
     assert f"Cost: 5 evaluations, {cpu_min:.1f} CPU-min." in r.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())  # the same figures for programs
+    assert summary["cost"] == {"evaluations": 5, "trials_cpu_s": pytest.approx(cpu_min * 60, abs=1e-2),
+                               "without_cpu": 0, "supernet": None, "supernet_cpu_s": None}
+    assert summary["trials"] == len(study.trials) and summary["hypervolume"] > 0
+    assert "storage" not in json.dumps(summary) and "journal" not in json.dumps(summary)
     # the same command again continues: nothing retrained, nothing lost
     before = {t.number: (t.values, t.user_attrs["arch_id"]) for t in done}
     r2 = run_cli("run", str(p), "--no-progress", cwd=tmp_path)

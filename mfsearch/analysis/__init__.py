@@ -17,7 +17,7 @@ __all__ = [
     "AXES", "OBJECTIVE_COLUMNS", "candidates", "confirmed", "confirmed_markdown", "front_markdown", "hypervolume",
     "hypervolume_history",
     "param_importance", "pareto_front", "pareto_mask", "plot_front", "plot_fronts", "plot_hypervolume_history",
-    "plot_latency_fronts", "study_frames", "trials_frame",
+    "plot_latency_fronts", "study_cost", "study_frames", "trials_frame",
 ]
 
 
@@ -149,6 +149,26 @@ def confirmed(df: pd.DataFrame) -> pd.DataFrame:
                      "feasible": bool(g["feasible"].all()), "status": "confirmed",
                      **{k: first[k] for k in extra}})
     return pd.DataFrame(rows, columns=cols).sort_values("accuracy", ascending=False, ignore_index=True)
+
+
+def study_cost(df: pd.DataFrame, attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a study cost the machine, from its trials (``trials_frame`` / ``results.csv``) and attributes.
+
+    ``evaluations``: trials that spent CPU (a duplicate, or a confirmation reusing a stored run, costs none);
+    ``trials_cpu_s``: their process CPU seconds (``cpu_s``) summed, over trained and confirmed trials;
+    ``without_cpu``: trials of those stored without their CPU time (left out of the sum); ``supernet`` /
+    ``supernet_cpu_s``: the one-shot supernet's key and whole training CPU (None for a stand-alone study).
+    """
+    ran = df[df["status"].isin(["trained", "confirmed"])] if "status" in df.columns else df.iloc[0:0]
+    cpu = (pd.to_numeric(ran["cpu_s"], errors="coerce") if "cpu_s" in ran.columns
+           else pd.Series(float("nan"), index=ran.index))
+    known = cpu.notna()
+    shot = (attrs or {}).get("oneshot")
+    shot = shot if isinstance(shot, dict) else {}
+    train = shot.get("train_cpu_s")
+    return {"evaluations": int((cpu > 0).sum()), "trials_cpu_s": round(float(cpu[known].sum()), 3),
+            "without_cpu": int((~known).sum()), "supernet": shot.get("key"),
+            "supernet_cpu_s": round(float(train), 3) if train is not None else None}
 
 
 def confirmed_markdown(conf: pd.DataFrame) -> str:

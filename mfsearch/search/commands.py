@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_write
+from .._utils import atomic_write, finite_json
 from ..errors import InputError, RunError
 from .engines import ENGINES
 from .samplers import SAMPLERS
@@ -123,20 +123,15 @@ def _hv(v: float) -> str:
 
 
 def cost_line(df: Any, attrs: dict[str, Any]) -> str:
-    """What a study cost the machine: its trials' CPU (``cpu_s``; a duplicate or a reused run costs none) and
-    the one-shot supernet's training CPU, as one sentence."""
-    import pandas as pd
+    """What a study cost the machine (:func:`mfsearch.analysis.study_cost`) as one sentence."""
+    from ..analysis import study_cost
 
-    ran = df[df["status"].isin(["trained", "confirmed"])] if "status" in df.columns else df.iloc[0:0]
-    cpu = pd.to_numeric(ran["cpu_s"], errors="coerce") if "cpu_s" in ran.columns else pd.Series(float("nan"),
-                                                                                                 index=ran.index)
-    known = cpu.notna()
-    text = f"Cost: {int((cpu > 0).sum())} evaluations, {cpu[known].sum() / 60:.1f} CPU-min"
-    if (~known).any():
-        text += f" ({int((~known).sum())} more stored without their CPU time)"
-    shot = attrs.get("oneshot")
-    if isinstance(shot, dict) and shot.get("train_cpu_s") is not None:
-        text += f", plus {float(shot['train_cpu_s']) / 60:.1f} CPU-min training supernet {shot.get('key', '')}"
+    c = study_cost(df, attrs)
+    text = f"Cost: {c['evaluations']} evaluations, {c['trials_cpu_s'] / 60:.1f} CPU-min"
+    if c["without_cpu"]:
+        text += f" ({c['without_cpu']} more stored without their CPU time)"
+    if c["supernet_cpu_s"] is not None:
+        text += f", plus {c['supernet_cpu_s'] / 60:.1f} CPU-min training supernet {c['supernet'] or ''}"
     return text + "."
 
 
@@ -181,6 +176,12 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
                  f"trained stand-alone with several seeds. Hypervolume of the confirmed searched architectures "
                  f"(their means): {_hv(hv_conf)}; of the search scores: {_hv(hv)}.\n\n" + confirmed_markdown(conf))
     md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
+    from ..analysis import study_cost
+
+    summary = {"study": ref.name, "objectives": [list(o) for o in objectives], "reference_point": rp,
+               "hypervolume": hv, "hypervolume_confirmed": hv_conf, "front_size": len(front), "trials": len(df),
+               "confirmed": len(conf), "cost": study_cost(df, attrs)}
+    _atomic(folder / "summary.json", lambda p: p.write_text(finite_json(summary) + "\n"))  # the same, for programs
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df),
             "confirmed": len(conf), "hypervolume_confirmed": hv_conf, "cost": cost}
