@@ -27,28 +27,16 @@ the exact two-sided permutation p of that difference (every split of the runs in
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from mfsearch.ablation.stats import t_interval
-from mfsearch.analysis import confirmed, hypervolume, pareto_front
+from mfsearch.ablation.stats import permutation_p, t_interval, welch_interval
+from mfsearch.analysis import confirmed, hypervolume, pareto_front, study_cost
 from mfsearch.space import load_space
 
 OBJ = [["accuracy", "maximize"], ["macs", "minimize"]]
-
-
-def run_cpu_s(rows: pd.DataFrame) -> pd.Series:
-    """CPU seconds of each trial: ``cpu_s``, else the one-shot ``score_cpu_s``, else the wall-clock ``total_s``
-    (results stored before ``cpu_s`` existed)."""
-    out = pd.Series(np.nan, index=rows.index)
-    for col in ("cpu_s", "score_cpu_s", "total_s"):
-        if col in rows.columns:
-            out = out.fillna(pd.to_numeric(rows[col], errors="coerce"))
-    return out.fillna(0.0)
 
 
 def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> dict[str, object]:
@@ -60,7 +48,7 @@ def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> di
     searched = conf[conf["source"] == "search"]
     ran = df[df["status"].isin(["trained", "confirmed"])]
     sa = ran[(ran["fidelity"] == "standalone") & ran["accuracy"].notna()]
-    runs = int((run_cpu_s(sa) > 0).sum())  # stand-alone runs trained (a confirmation of seed 0 reuses one: 0 s)
+    runs = study_cost(sa)["evaluations"]  # stand-alone runs trained (a confirmation of seed 0 reuses one: 0 s)
     shot = ran[ran["fidelity"] == "oneshot"]
     seeds = {a: g.drop_duplicates("seed")["accuracy"].to_numpy(float)
              for a, g in df[(df["kind"] == "confirm") & df["accuracy"].notna()].groupby("arch_id")}
@@ -71,7 +59,7 @@ def run_summary(run_dir: Path, rp: dict[str, float], reps: int, seed: int) -> di
         boot.append(hypervolume(searched.assign(accuracy=acc), OBJ, rp))
     best = searched.sort_values("accuracy", ascending=False).head(1)
     return {"architectures": int(df[df["kind"] == "search"]["arch_id"].nunique()), "runs": runs,
-            "scored": len(shot), "cpu_min": float(run_cpu_s(ran).sum()) / 60,
+            "scored": len(shot), "cpu_min": study_cost(df)["trials_cpu_s"] / 60,
             "hv_confirmed": hypervolume(searched, OBJ, rp), "hv_interval": tuple(np.percentile(boot, [2.5, 97.5])),
             "best": [(r["summary"], round(r["macs"] / 1e6, 1), round(r["accuracy"], 2)) for _, r in best.iterrows()],
             "confirmed": [(r["arch_id"], round(r["macs"] / 1e6, 1), round(r["accuracy"], 2), r["seeds"])
@@ -84,32 +72,10 @@ def over_seeds(values: list[float]) -> tuple[float, float, float]:
     return float(np.mean(values)), lo, hi
 
 
-def permutation_p(a: list[float], b: list[float]) -> float:
-    """Exact two-sided permutation p of mean(b) - mean(a): the share of all splits of the pooled runs into groups
-    of those sizes whose difference is at least as large in magnitude (3 + 3 runs: 20 splits, smallest p 0.1)."""
-    pooled = np.asarray([*a, *b], float)
-    obs = abs(np.mean(b) - np.mean(a))
-    hits = total = 0
-    for idx in itertools.combinations(range(len(pooled)), len(b)):
-        mask = np.zeros(len(pooled), bool)
-        mask[list(idx)] = True
-        total += 1
-        hits += abs(pooled[mask].mean() - pooled[~mask].mean()) >= obs - 1e-12
-    return hits / total
-
-
-def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Welch 95% interval of mean(b) - mean(a)."""
-    if min(len(a), len(b)) < 2:
-        return float("nan"), float("nan")
-    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
-    return float(ci.low), float(ci.high)
-
-
 def supernet_cpu_min(run_dir: Path) -> float:
     """CPU-minutes of the supernet the one-shot run used: from its cache's checkpoint history, else (a published
-    run folder, without the checkpoint) from the cost line of its ``pareto.md``."""
-    import re
+    run folder, without the checkpoint) from the ``summary.json`` ``mfsearch pareto`` writes beside the results."""
+    import json
 
     import torch
 
@@ -118,10 +84,11 @@ def supernet_cpu_min(run_dir: Path) -> float:
             for h in torch.load(ck, map_location="cpu", weights_only=False).get("history", [])]
     if hist:
         return sum(float(h.get("cpu_s", h.get("train_s", 0.0))) for h in hist) / 60
-    m = re.search(r"plus ([0-9.]+) CPU-min training supernet", (run_dir / "pareto.md").read_text())
-    if m is None:
-        raise SystemExit(f"{run_dir}: no supernet checkpoint in {cache} and no supernet cost in pareto.md")
-    return float(m.group(1))
+    summary = run_dir / "summary.json"
+    cpu = json.loads(summary.read_text())["cost"]["supernet_cpu_s"] if summary.is_file() else None
+    if cpu is None:
+        raise SystemExit(f"{run_dir}: no supernet checkpoint in {cache} and no supernet cost in {summary}")
+    return float(cpu) / 60
 
 
 def pool_runs(check: Path) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from mfsearch.ablation import (
     t_interval,
 )
 from mfsearch.ablation.plan import plan_campaign, plan_markdown
-from mfsearch.ablation.stats import SeedRule, mde, seed_decision
+from mfsearch.ablation.stats import SeedRule, mde, permutation_p, seed_decision, welch_interval
 from mfsearch.errors import InputError, RunError
 from mfsearch.space import load_space
 
@@ -852,3 +852,20 @@ def test_report_only_rewrites_a_published_report_a_run_behind_its_records(tmp_pa
     assert r.returncode == 0, r.stderr
     rows = {row["arm"]: row for row in json.loads((res / "x" / "report.json").read_text())["rows"]}
     assert rows["a"]["seeds"] == rows["b"]["seeds"] == 3
+
+
+def test_two_group_statistics_of_search_methods_over_seeds():
+    # Welch: difference 3, standard error sqrt(1/3 + 1/3), 4 degrees of freedom (equal variances, equal sizes)
+    lo, hi = welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    from scipy import stats
+
+    h = stats.t.ppf(0.975, 4) * (2 / 3) ** 0.5
+    assert (lo, hi) == pytest.approx((3 - h, 3 + h))
+    assert all(v != v for v in welch_interval([1.0], [2.0, 3.0]))  # one run: no interval
+    # exact permutation: of the 20 splits of 3 + 3, only the observed one and its mirror are this extreme
+    assert permutation_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1)
+    assert permutation_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)  # two-sided
+    assert permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert permutation_p([0.429, 0.383, 0.482], [0.318, 0.364, 0.390]) == pytest.approx(0.2)
+    # unequal sizes: 1 + 3 values, 4 splits; the lone high value is the most extreme of them
+    assert permutation_p([1.0, 1.1, 0.9], [5.0]) == pytest.approx(0.25)

@@ -69,6 +69,37 @@ def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, floa
     return (m - h, m + h)
 
 
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Welch interval of ``mean(b) - mean(a)`` for two unpaired groups (e.g. two search methods over their
+    search seeds; unequal variances); NaNs below 2 values in either group."""
+    from scipy import stats
+
+    if min(len(a), len(b)) < 2:
+        return (math.nan, math.nan)
+    ci = stats.ttest_ind(list(b), list(a), equal_var=False).confidence_interval(level)
+    return (float(ci.low), float(ci.high))
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Exact two-sided permutation p of ``mean(b) - mean(a)``: the share of all splits of the pooled values into
+    groups of those sizes whose difference of means is at least as large in magnitude (3 + 3 values: 20
+    splits, so the smallest p is 0.1). Makes no normality assumption; every split is enumerated."""
+    import itertools
+
+    pooled = [*map(float, a), *map(float, b)]
+    if not a or not b:
+        return math.nan
+    obs = abs(statistics.fmean(b) - statistics.fmean(a))
+    total = sum(pooled)
+    hits = splits = 0
+    for idx in itertools.combinations(range(len(pooled)), len(b)):
+        sb = sum(pooled[i] for i in idx)
+        diff = sb / len(b) - (total - sb) / len(a)
+        splits += 1
+        hits += abs(diff) >= obs - 1e-12
+    return hits / splits
+
+
 def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Minimal detectable effect of a two-sided paired t-test over ``n`` pairs whose differences have std ``sd``.
 
