@@ -66,8 +66,13 @@ def test_seed_reliability_recovers_the_share_of_variance_the_architectures_hold(
     assert rel["noise_sd"] == pytest.approx(0.5, abs=0.02) and rel["spread_sd"] == pytest.approx(0.3, abs=0.02)
     assert rel["single"] == pytest.approx(single, abs=0.03)
     assert rel["mean"] == pytest.approx(2 * single / (1 + single), abs=0.03)  # Spearman-Brown for 2 seeds
+    # a seed that lifts every architecture alike (an easier data subset) changes no ranking: left out
+    shifted = runs + np.array([0.0, 1.0])
+    again = seed_reliability(shifted)
+    assert again["mean"] == pytest.approx(rel["mean"], abs=1e-9) and again["noise_sd"] == pytest.approx(rel["noise_sd"])
+    assert again["seed_shift_sd"] == pytest.approx(1.0 / 2**0.5, abs=0.02) and rel["seed_shift_sd"] < 0.05
     # no seed noise: fully reliable; no spread between architectures: nothing to rank by
-    assert seed_reliability(np.c_[np.arange(5.0), np.arange(5.0)])["mean"] == 1.0
+    assert seed_reliability(np.c_[np.arange(5.0), np.arange(5.0) + 2.0])["mean"] == 1.0
     assert seed_reliability(np.full((6, 3), 80.0))["single"] != seed_reliability(np.full((6, 3), 80.0))["single"]
     assert np.isnan(seed_reliability([[1.0, 2.0], [3.0, 4.0]])["mean"])  # fewer than 3 architectures
     assert np.isnan(seed_reliability([[1.0], [2.0], [3.0]])["mean"])  # one seed

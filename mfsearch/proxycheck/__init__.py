@@ -107,25 +107,32 @@ def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP
 def seed_reliability(acc: np.ndarray | Sequence[Sequence[float]]) -> dict[str, Any]:
     """How far the means of ``S`` seeds can be trusted to rank architectures: ``acc`` is (architectures, seeds).
 
-    One-way random-effects ANOVA: each run is the architecture's true accuracy plus seed noise of one
-    variance. Returns the seed noise (std), the spread of the true accuracies (std), the reliability of
-    one run (``single``: the share of a run's variance that is the architecture's) and of the S-seed mean
-    (``mean``: ICC(1,k), the squared correlation between the S-seed means and the true accuracies;
-    Spearman-Brown of ``single``). NaN reliabilities with fewer than 3 architectures or 2 seeds or no
-    spread; a negative between-architecture variance estimate counts as zero.
+    Two-way ANOVA without replication (architectures x seeds, every architecture trained with the same seeds):
+    a run is the architecture's true accuracy, plus a shift its seed gives every architecture alike (the
+    seed's data subset and initialisation; it cannot change a ranking, so it is left out), plus noise. Returns
+    the noise (std, ``noise_sd``), the spread of the true accuracies (std, ``spread_sd``), the std of the seeds'
+    shared shifts (``seed_shift_sd``), and the reliability of one run (``single``: the share of a run's
+    variance, shift removed, that is the architecture's) and of the S-seed mean (``mean``: ICC(3,k), the
+    squared correlation between the S-seed means and the true accuracies; Spearman-Brown of ``single``). NaN
+    reliabilities with fewer than 3 architectures or 2 seeds or no variance at all; a negative
+    between-architecture variance estimate counts as zero.
     """
     a = np.asarray(acc, float)
     n, k = a.shape if a.ndim == 2 else (0, 0)
     nan = float("nan")
     if n < 3 or k < 2:
-        return {"architectures": n, "seeds": k, "noise_sd": nan, "spread_sd": nan, "single": nan, "mean": nan}
-    msw = float(a.var(axis=1, ddof=1).mean())  # within architectures: the seed noise
-    msb = float(k * a.mean(axis=1).var(ddof=1))  # between architectures
-    between = max((msb - msw) / k, 0.0)
-    single = between / (between + msw) if between + msw > 0 else nan
+        return {"architectures": n, "seeds": k, "noise_sd": nan, "spread_sd": nan, "seed_shift_sd": nan,
+                "single": nan, "mean": nan}
+    row, col = a.mean(axis=1), a.mean(axis=0)
+    resid = a - row[:, None] - col[None, :] + a.mean()
+    mse = float((resid**2).sum() / ((n - 1) * (k - 1)))  # the noise, the seeds' shared shifts removed
+    msr = float(k * row.var(ddof=1))  # between architectures
+    between = max((msr - mse) / k, 0.0)
+    shift = max(float(col.var(ddof=1)) - mse / n, 0.0)
+    single = between / (between + mse) if between + mse > 0 else nan
     mean = k * single / (1 + (k - 1) * single) if np.isfinite(single) else nan
-    return {"architectures": n, "seeds": k, "noise_sd": float(np.sqrt(msw)), "spread_sd": float(np.sqrt(between)),
-            "single": single, "mean": mean}
+    return {"architectures": n, "seeds": k, "noise_sd": float(np.sqrt(mse)), "spread_sd": float(np.sqrt(between)),
+            "seed_shift_sd": float(np.sqrt(shift)), "single": single, "mean": mean}
 
 
 def kendall_from_pearson(r: float) -> float:
