@@ -30,6 +30,7 @@ def test_ray_engine_then_optuna_continues(tmp_path, run_cli, tiny_space):
         assert t.values[0] == ua["accuracy"] and 1 <= len(ua["history"]) <= 2  # ASHA may stop after epoch 1
         assert [h["epoch"] for h in ua["history"]] == list(range(1, len(ua["history"]) + 1))  # each epoch once
         assert ua["stopped_early"] == (len(ua["history"]) < 2) and ua["ray_node"]["node_id"]
+        assert ua["cpu_s"] > 0  # what it cost, stopped by ASHA or not
     over = [t for t in trials if t.user_attrs.get("status") == "over_budget"]
     assert all("history" not in t.user_attrs for t in over)
     # the Optuna engine continues the same study

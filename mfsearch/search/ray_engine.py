@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..evaluation.cost import cpu_seconds
 from ..evaluation.train import StopTrial, TrialFailed
 from ..models import MobileFormerConfig
 from ..space import Space
@@ -37,9 +38,10 @@ def _trainable(config: dict[str, Any]) -> None:
 
         torch.set_num_threads(int(config["threads"]))
     node = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+    c0 = cpu_seconds()
 
-    def report(step: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "done": False, "ray_node": node})
+    def report(step: int, metrics: dict[str, float]) -> None:  # the CPU so far: what a trial ASHA stops has cost
+        tune.report({**metrics, "done": False, "ray_node": node, "cpu_s": round(cpu_seconds() - c0, 3)})
 
     try:
         res = evaluate(cfg, space, report)
@@ -140,7 +142,8 @@ def _searcher_class() -> type:
                     hist.append(last)  # Tune may hand the last result only to on_trial_complete
                 early = last.get("epoch", 0) < self.engine.space.evaluation.epochs  # not when cut at the last rung
                 res = {"accuracy": result.get("val_acc", 0.0), "history": hist, "stopped_early": early,
-                       "train_s": sum(h.get("train_s", 0.0) for h in hist), "total_s": result.get("time_total_s")}
+                       "train_s": sum(h.get("train_s", 0.0) for h in hist), "total_s": result.get("time_total_s"),
+                       "cpu_s": result.get("cpu_s")}
                 if "ray_node" in result:
                     res["ray_node"] = result["ray_node"]
             res["ray_trial_id"] = trial_id
