@@ -431,14 +431,15 @@ def _noise_lines(s: dict[str, Any]) -> list[str]:
     more = (f"{need} seeds would make it checkable (Spearman-Brown)" if need is not None
             else "no number of seeds makes it checkable (the seed noise leaves no spread between architectures)")
     shift = n.get("seed_shift_sd") or 0.0
-    shared = (f" (besides a shift each seed gives every architecture alike, {shift:.2f} points std, which no ranking "
-              "sees)" if shift >= 0.05 else "")
-    head = (f"Stand-alone noise: one run varies by {n['noise_sd']:.2f} points (std over seeds){shared} while the "
+    shared = (f"; besides, each seed shifts every architecture alike by {shift:.2f} points, which no ranking sees"
+              if shift >= 0.05 else "")
+    head = (f"Stand-alone noise: one run varies by {n['noise_sd']:.2f} points around its architecture's mean (std"
+            f"{shared}) while the "
             f"architectures' own accuracies spread by {n['spread_sd']:.2f}, so one run has reliability "
             f"{n['reliability_single']:.2f} and the {k}-seed means {n['reliability_mean']:.2f}. ")
     if not np.isfinite(n["ceiling_kendall"]) or n["reliability_mean"] <= 0:
         return [head + "The means hold no ranking to check against: " + more + "."]
-    ceil = (f"A ranker that knew every true accuracy would reach about Kendall {n['ceiling_kendall']:.2f} against "
+    ceil = (f"A ranker that knew every true accuracy would reach about Kendall {n['ceiling_kendall']:.3f} against "
             "these means, so ")
     ceil += ("the goal can be checked here." if s.get("goal_checkable")
              else f"the goal of {GOAL_KENDALL} cannot be checked against them: {more}.")
