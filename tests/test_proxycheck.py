@@ -13,6 +13,7 @@ from mfsearch.proxycheck import (
     disattenuated_kendall,
     pair_bootstrap,
     rank_correlations,
+    rank_correlations_pairs,
     rank_correlations_rows,
     sample_architectures,
     seed_bootstrap,
@@ -50,6 +51,12 @@ def test_vectorised_rank_correlations_equal_scipys_row_by_row():
     ties = [1.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0]  # ties in the truth too
     sp, kt = rank_correlations_rows(x[1:50], ties)
     np.testing.assert_allclose(np.c_[sp, kt], [rank_correlations(r, ties) for r in x[1:50]], rtol=0, atol=1e-12)
+    # both sides differing row by row (the pairs a bootstrap resamples), ties and constant rows on either side
+    y2 = np.round(rng.normal(80, 1.0, size=(300, 7)) * 2) / 2
+    y2[1] = 7.0
+    sp, kt = rank_correlations_pairs(x, y2)
+    np.testing.assert_allclose(np.c_[sp, kt], [rank_correlations(a, b) for a, b in zip(x, y2)], rtol=0, atol=1e-12)
+    assert np.isnan(kt[0]) and np.isnan(kt[1])
 
 
 def _simulated(n: int, seeds: int, spread: float, noise: float, seed: int = 0):

@@ -59,22 +59,29 @@ def _interval(samples: list[float]) -> list[float]:
 
 def rank_correlations_rows(x: np.ndarray, y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rank_correlations` of every row of ``x`` (reps, n) with ``y``, vectorised (bootstrap draws)."""
+    x = np.asarray(x, float)
+    return rank_correlations_pairs(x, np.broadcast_to(np.asarray(y, float), x.shape))
+
+
+def rank_correlations_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_correlations` of every row of ``x`` with the same row of ``y`` (both (reps, n)), vectorised:
+    Spearman on average ranks and Kendall tau-b, as scipy computes them; NaN for a row with a constant side."""
     from scipy.stats import rankdata
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = x.shape[1]
-    if n < 3 or np.ptp(y) == 0:
+    if n < 3:
         nan = np.full(len(x), np.nan)
         return nan, nan.copy()
-    rx, ry = rankdata(x, axis=1), rankdata(y)  # average ranks of ties, as spearmanr
-    dx, dy = rx - rx.mean(1, keepdims=True), ry - ry.mean()
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)  # average ranks of ties, as spearmanr
+    dx, dy = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sp = (dx * dy).sum(1) / np.sqrt((dx**2).sum(1) * (dy**2).sum())
+        sp = (dx * dy).sum(1) / np.sqrt((dx**2).sum(1) * (dy**2).sum(1))
         i, j = np.triu_indices(n, 1)
-        sx, sy = np.sign(x[:, i] - x[:, j]), np.sign(y[i] - y[j])
+        sx, sy = np.sign(x[:, i] - x[:, j]), np.sign(y[:, i] - y[:, j])
         pairs = len(i)
-        kt = (sx * sy).sum(1) / np.sqrt(pairs - (sx == 0).sum(1)) / np.sqrt(pairs - (sy == 0).sum())  # tau-b
-    const = np.ptp(x, axis=1) == 0
+        kt = (sx * sy).sum(1) / np.sqrt(pairs - (sx == 0).sum(1)) / np.sqrt(pairs - (sy == 0).sum(1))  # tau-b
+    const = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
     sp[const], kt[const] = np.nan, np.nan
     return np.clip(sp, -1, 1), np.clip(kt, -1, 1)
 
@@ -95,13 +102,9 @@ def pair_bootstrap(x: Sequence[float], y: Sequence[float], reps: int = BOOTSTRAP
     """95% intervals of Spearman / Kendall when the (x, y) pairs are resampled with replacement."""
     rng = np.random.default_rng(seed)
     x, y = np.asarray(x, float), np.asarray(y, float)
-    sp, kt = [], []
-    for _ in range(reps):
-        i = rng.integers(0, len(x), len(x))
-        s, k = rank_correlations(x[i], y[i])
-        sp.append(s)
-        kt.append(k)
-    return {"spearman": _interval(sp), "kendall": _interval(kt)}
+    i = rng.integers(0, len(x), (reps, len(x)))  # the draws one at a time would give, in order
+    sp, kt = rank_correlations_pairs(x[i], y[i])
+    return {"spearman": _interval(list(sp)), "kendall": _interval(list(kt))}
 
 
 def seed_reliability(acc: np.ndarray | Sequence[Sequence[float]]) -> dict[str, Any]:
@@ -186,18 +189,12 @@ def corrected_kendall_bootstrap(score: Sequence[float], acc: np.ndarray | Sequen
     ``undefined``: the share of draws where it is undefined (no spread, or no reliability left to correct
     by); they are left out of the interval, so a large share says the interval is not to be trusted.
     """
-    from scipy.stats import kendalltau
-
     rng = np.random.default_rng(seed)
     x, a = np.asarray(score, float), np.asarray(acc, float)
-    out = []
-    for _ in range(reps):
-        i = rng.integers(0, len(x), len(x))
-        m = a[i].mean(axis=1)
-        if np.ptp(x[i]) == 0 or np.ptp(m) == 0:
-            out.append(float("nan"))
-            continue
-        out.append(disattenuated_kendall(float(kendalltau(x[i], m).statistic), seed_reliability(a[i])["mean"]))
+    i = rng.integers(0, len(x), (reps, len(x)))
+    _, kt = rank_correlations_pairs(x[i], a[i].mean(axis=2))
+    out = [disattenuated_kendall(float(k), seed_reliability(a[d])["mean"]) if np.isfinite(k) else float("nan")
+           for k, d in zip(kt, i)]
     return {"kendall": _interval(out), "undefined": round(float(np.mean(~np.isfinite(out))), 4)}
 
 
