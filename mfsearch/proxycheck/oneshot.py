@@ -314,6 +314,12 @@ def supernet_in_background(space: Space, run_dir: str | Path, log: Log, quiet: b
     pool.shutdown(wait=True)  # after the block's load(): the child is done, or loading what it waited for
 
 
+def _finite_mean(values: Sequence[float]) -> float:
+    """The mean of the defined values; NaN (without a warning) when none is."""
+    v = [x for x in values if np.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
 def _corr(x: Sequence[float], y: Sequence[float], seed: int) -> dict[str, Any]:
     s, k = rank_correlations(x, y)
     ci = pair_bootstrap(x, y, seed=seed) if len(x) >= 4 else None
@@ -384,8 +390,8 @@ def summarise_oneshot(space: Space, sample: Sequence[MobileFormerConfig], paper:
             for s in seeds:
                 others = [float(np.mean([r["by_seed"][str(t)] for t in seeds if t != s])) for r in full]
                 one.append(rank_correlations([r["by_seed"][str(s)] for r in full], others))
-            out["one_seed"] = {"spearman": round(float(np.nanmean([v[0] for v in one])), 4),
-                               "kendall": round(float(np.nanmean([v[1] for v in one])), 4),
+            out["one_seed"] = {"spearman": round(_finite_mean([v[0] for v in one]), 4),
+                               "kendall": round(_finite_mean([v[1] for v in one]), 4),
                                "per_seed": [{"seed": s, "spearman": round(v[0], 4), "kendall": round(v[1], 4)}
                                             for s, v in zip(seeds, one)]}
             # how far the stand-alone means themselves can be trusted: the tau even a perfect ranker would reach
