@@ -122,11 +122,8 @@ def _hv(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.4f}"
 
 
-def cost_line(df: Any, attrs: dict[str, Any]) -> str:
-    """What a study cost the machine (:func:`mfsearch.analysis.study_cost`) as one sentence."""
-    from ..analysis import study_cost
-
-    c = study_cost(df, attrs)
+def cost_line(c: dict[str, Any]) -> str:
+    """What a study cost the machine (a :func:`mfsearch.analysis.study_cost` record) as one sentence."""
     text = f"Cost: {c['evaluations']} evaluations, {c['trials_cpu_s'] / 60:.1f} CPU-min"
     if c["without_cpu"]:
         text += f" ({c['without_cpu']} more stored without their CPU time)"
@@ -138,7 +135,15 @@ def cost_line(df: Any, attrs: dict[str, Any]) -> str:
 def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
            out_dir: Path | None = None) -> dict[str, Any]:
     """Write results.csv / .parquet, pareto.png (+ params and, when measured, latency plots) and pareto.md."""
-    from ..analysis import confirmed, confirmed_markdown, front_markdown, hypervolume, pareto_front, plot_front
+    from ..analysis import (
+        confirmed,
+        confirmed_markdown,
+        front_markdown,
+        hypervolume,
+        pareto_front,
+        plot_front,
+        study_cost,
+    )
 
     df, attrs = load_frames(ref)
     objectives = objectives or attrs.get("objectives") or [["accuracy", "maximize"], ["macs", "minimize"]]
@@ -167,7 +172,8 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
     hv_line = (f"Hypervolume of the search trials: {hv:.4f} (reference point {json.dumps(rp)}).\n\n"
                if not math.isnan(hv) else "Hypervolume: n/a (an objective has no reference point: a zero-cost score, "
                "or a cost without a budget).\n\n")
-    cost = cost_line(df, attrs)
+    spent = study_cost(df, attrs)
+    cost = cost_line(spent)
     text = (f"# Pareto front of {ref.name}\n\nObjectives: {', '.join(f'{n} ({d})' for n, d in objectives)}. "
             + hv_line + cost + "\n\n"
             + front_markdown(front))
@@ -176,11 +182,9 @@ def export(ref: Any, objectives: list[list[str]] | None = None, out: Any = None,
                  f"trained stand-alone with several seeds. Hypervolume of the confirmed searched architectures "
                  f"(their means): {_hv(hv_conf)}; of the search scores: {_hv(hv)}.\n\n" + confirmed_markdown(conf))
     md = _atomic(folder / "pareto.md", lambda p: p.write_text(text))
-    from ..analysis import study_cost
-
     summary = {"study": ref.name, "objectives": [list(o) for o in objectives], "reference_point": rp,
                "hypervolume": hv, "hypervolume_confirmed": hv_conf, "front_size": len(front), "trials": len(df),
-               "confirmed": len(conf), "cost": study_cost(df, attrs)}
+               "confirmed": len(conf), "cost": spent}
     _atomic(folder / "summary.json", lambda p: p.write_text(finite_json(summary) + "\n"))  # the same, for programs
     info = {"results_csv": str(csv), "results_parquet": str(parquet), "pareto_png": str(png),
             "pareto_md": str(md), "hypervolume": hv, "front_size": len(front), "trials": len(df),
